@@ -1,0 +1,93 @@
+"""`referdino` command line: one subcommand per job, each a thin layer over the library."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from .config import PRESETS
+
+logger = logging.getLogger("referdino")
+
+
+def _cmd_parity(args: argparse.Namespace) -> int:
+    from .parity import format_report, run_parity
+
+    failed = 0
+    for path in args.fixtures:
+        results = run_parity(path, args.config, threads=args.threads)
+        print(format_report(path, results))
+        failed += sum(not r.ok for r in results)
+    return 0 if failed == 0 else 1
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert.api import convert_checkpoint
+
+    report = convert_checkpoint(args.src, args.dst, source=args.source, preset=args.config, keep_lora=args.keep_lora)
+    print(report)
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from .benchmark import run_benchmark
+
+    result = run_benchmark(
+        preset=args.config, frames=args.frames, size=args.size, threads=args.threads, repeats=args.repeats,
+        json_path=args.json,
+    )
+    print(result)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="referdino", description="ReferDINO referring video object segmentation")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("parity", help="check the model against recorded official outputs (fixture .npz)")
+    p.add_argument("fixtures", nargs="+", help="fixture files (e.g. caseA.npz)")
+    p.add_argument("--config", default="ytvos_swint", choices=sorted(PRESETS), help="model preset of the fixture")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.set_defaults(func=_cmd_parity)
+
+    p = sub.add_parser("convert", help="convert official / GroundingDINO / transformers weights to ours")
+    p.add_argument("src", help="source checkpoint (.pth, .safetensors, or a transformers model folder)")
+    p.add_argument("dst", help="output folder (config.json + model.safetensors)")
+    p.add_argument("--from", dest="source", required=True, choices=["referdino", "groundingdino", "hf"])
+    p.add_argument("--config", required=True, choices=sorted(PRESETS), help="model preset of the checkpoint")
+    p.add_argument("--keep-lora", action="store_true", help="keep LoRA adapters separate (for fine-tuning)")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("benchmark", help="time the full model on random frames (random weights)")
+    p.add_argument("--config", default="ytvos_swint", choices=sorted(PRESETS))
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--size", type=int, default=360, help="short side (the long side is 16:9)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", default=None, help="write the result as JSON")
+    p.set_defaults(func=_cmd_benchmark)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .parity import FixtureError
+    from .processing.text import ExpressionError
+    from .weights import CheckpointError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (CheckpointError, FixtureError, ExpressionError, FileNotFoundError, ValueError) as exc:
+        print(f"referdino {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

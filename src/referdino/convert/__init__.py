@@ -1,0 +1,1 @@
+"""Converters from other checkpoint layouts (official ReferDINO, official GroundingDINO, transformers)."""

@@ -1,0 +1,1 @@
+"""ReferDINO model code: pure tensors in, tensors out (no I/O)."""

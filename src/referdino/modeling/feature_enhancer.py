@@ -1,0 +1,176 @@
+"""GroundingDINO's feature enhancer: per layer, image-text bi-attention fusion, text self-attention and
+multi-scale deformable self-attention over the image tokens (Liu et al. 2023, Sec. 3.2)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .deformable_attention import MultiScaleDeformableAttention
+from .lora import make_linear
+from .position_encoding import text_position_embedding
+
+_CLAMP = 50000.0
+
+
+class BiAttention(nn.Module):
+    """Image<->text cross attention sharing one logit matrix (keys `v_proj`, `l_proj`, `values_*`, `out_*`)."""
+
+    def __init__(self, d_model: int, embed_dim: int, num_heads: int, lora_rank: int, lora_scale: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        lin = dict(lora_rank=lora_rank, lora_scale=lora_scale)
+        self.v_proj = make_linear(d_model, embed_dim, **lin)
+        self.l_proj = make_linear(d_model, embed_dim, **lin)
+        self.values_v_proj = make_linear(d_model, embed_dim, **lin)
+        self.values_l_proj = make_linear(d_model, embed_dim, **lin)
+        self.out_v_proj = make_linear(embed_dim, d_model, **lin)
+        self.out_l_proj = make_linear(embed_dim, d_model, **lin)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, heads, n, hd)
+
+    def forward(
+        self, image: torch.Tensor, text: torch.Tensor, image_padding: torch.Tensor | None, text_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        b, nv, _ = image.shape
+        q = self._heads(self.v_proj(image) * self.head_dim**-0.5)
+        k = self._heads(self.l_proj(text))
+        value_image = self._heads(self.values_v_proj(image))
+        value_text = self._heads(self.values_l_proj(text))
+        logits = q @ k.transpose(-1, -2)  # (B, heads, Nv, L)
+        # Official numerics: one max over the whole batch tensor, then clamps (no-ops on sane values).
+        logits = (logits - logits.max()).clamp(-_CLAMP, _CLAMP)
+        logits_t = logits.transpose(-1, -2)
+        logits_t = (logits_t - logits_t.max(dim=-1, keepdim=True).values).clamp(-_CLAMP, _CLAMP)
+        if image_padding is not None:
+            logits_t = logits_t.masked_fill(image_padding[:, None, None, :], float("-inf"))
+        if text_mask is not None:
+            logits = logits.masked_fill(~text_mask[:, None, None, :], float("-inf"))
+        out_image = (logits.softmax(-1) @ value_text).transpose(1, 2).reshape(b, nv, -1)
+        out_text = (logits_t.softmax(-1) @ value_image).transpose(1, 2).reshape(b, text.shape[1], -1)
+        return self.out_v_proj(out_image), self.out_l_proj(out_text)
+
+
+class FusionBlock(nn.Module):
+    """Pre-norm bi-attention with learned layer scales; the residual is on the normalised inputs."""
+
+    def __init__(self, d_model: int, embed_dim: int, num_heads: int, lora_rank: int, lora_scale: float) -> None:
+        super().__init__()
+        self.layer_norm_v = nn.LayerNorm(d_model)
+        self.layer_norm_l = nn.LayerNorm(d_model)
+        self.attn = BiAttention(d_model, embed_dim, num_heads, lora_rank, lora_scale)
+        self.gamma_v = nn.Parameter(torch.full((d_model,), 1e-4))
+        self.gamma_l = nn.Parameter(torch.full((d_model,), 1e-4))
+
+    def forward(
+        self, image: torch.Tensor, text: torch.Tensor, image_padding: torch.Tensor | None, text_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        image, text = self.layer_norm_v(image), self.layer_norm_l(text)
+        delta_image, delta_text = self.attn(image, text, image_padding, text_mask)
+        return image + self.gamma_v * delta_image, text + self.gamma_l * delta_text
+
+
+class TextSelfAttentionLayer(nn.Module):
+    """Post-norm self-attention over text tokens restricted to sub-sentence blocks, then an FFN."""
+
+    def __init__(self, d_model: int, num_heads: int, ffn: int, lora_rank: int, lora_scale: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.self_attn = nn.MultiheadAttention(d_model, num_heads, batch_first=True)
+        lin = dict(lora_rank=lora_rank, lora_scale=lora_scale)
+        self.linear1 = make_linear(d_model, ffn, **lin)
+        self.linear2 = make_linear(ffn, d_model, **lin)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+
+    def forward(self, text: torch.Tensor, self_attention_mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        blocked = (~self_attention_mask).repeat_interleave(self.num_heads, dim=0)
+        q = text + pos
+        text = self.norm1(text + self.self_attn(q, q, text, attn_mask=blocked, need_weights=False)[0])
+        return self.norm2(text + self.linear2(F.relu(self.linear1(text))))
+
+
+class DeformableEncoderLayer(nn.Module):
+    def __init__(self, d_model: int, num_heads: int, levels: int, points: int, ffn: int, lora_rank: int, lora_scale: float):
+        super().__init__()
+        lin = dict(lora_rank=lora_rank, lora_scale=lora_scale)
+        self.self_attn = MultiScaleDeformableAttention(
+            d_model, num_heads=num_heads, num_levels=levels, num_points=points, **lin
+        )
+        self.norm1 = nn.LayerNorm(d_model)
+        self.linear1 = make_linear(d_model, ffn, **lin)
+        self.linear2 = make_linear(ffn, d_model, **lin)
+        self.norm2 = nn.LayerNorm(d_model)
+
+    def forward(
+        self,
+        src: torch.Tensor,
+        pos: torch.Tensor,
+        reference: torch.Tensor,
+        spatial_shapes: list[tuple[int, int]],
+        padding: torch.Tensor | None,
+    ) -> torch.Tensor:
+        src = self.norm1(src + self.self_attn(src + pos, reference, src, spatial_shapes, padding))
+        return self.norm2(src + self.linear2(F.relu(self.linear1(src))))
+
+
+class FeatureEnhancer(nn.Module):
+    """Six (by default) layers of fusion -> text self-attention -> deformable image self-attention."""
+
+    def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        c = config
+        rank = c.lora.active_rank if c.lora.encoder else 0
+        scale = c.lora.scale
+        self.d_model = c.d_model
+        self.layers = nn.ModuleList(
+            DeformableEncoderLayer(
+                c.d_model, c.num_heads, c.num_feature_levels, c.enc_points, c.dim_feedforward, rank, scale
+            )
+            for _ in range(c.enc_layers)
+        )
+        self.text_layers = nn.ModuleList(
+            TextSelfAttentionLayer(c.d_model, c.text_layer_heads, c.text_layer_ffn, rank, scale)
+            for _ in range(c.enc_layers)
+        )
+        self.fusion_layers = nn.ModuleList(
+            FusionBlock(c.d_model, c.fusion_dim, c.fusion_heads, rank, scale) for _ in range(c.enc_layers)
+        )
+
+    @staticmethod
+    def reference_points(spatial_shapes: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
+        """(S, levels, 2): token centres (x, y) normalised by their level size, the same for every level."""
+        points = []
+        for h, w in spatial_shapes:
+            ys, xs = torch.meshgrid(
+                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
+                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
+                indexing="ij",
+            )
+            points.append(torch.stack((xs.reshape(-1) / w, ys.reshape(-1) / h), -1))
+        ref = torch.cat(points, 0)
+        return ref[:, None, :].expand(-1, len(spatial_shapes), -1)
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        image_pos: torch.Tensor,
+        spatial_shapes: list[tuple[int, int]],
+        image_padding: torch.Tensor | None,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        text_self_attention_mask: torch.Tensor,
+        text_position_ids: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """image (N, S, C) flattened levels; text (N, L, C). Returns (memory, enhanced text)."""
+        reference = self.reference_points(spatial_shapes, image.device)[None].expand(image.shape[0], -1, -1, -1)
+        text_pos = text_position_embedding(text_position_ids, self.d_model)
+        for fusion, text_layer, layer in zip(self.fusion_layers, self.text_layers, self.layers):
+            image, text = fusion(image, text, image_padding, text_mask)
+            text = text_layer(text, text_self_attention_mask, text_pos)
+            image = layer(image, image_pos, reference, spatial_shapes, image_padding)
+        return image, text

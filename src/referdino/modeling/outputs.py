@@ -1,0 +1,37 @@
+"""Model outputs with documented shapes. Letters: B videos (= expressions), T frames, Q queries, L tokens,
+C channels, H/W the stride-4 mask grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class LayerPrediction:
+    """Predictions from one decoder layer after tracking and temporal enhancement."""
+
+    logits: torch.Tensor  #: (B, T, Q, 1) referring logit (max over text tokens)
+    boxes: torch.Tensor  #: (B, T, Q, 4) cx, cy, w, h in [0, 1]
+    masks: torch.Tensor | None  #: (B, T, Q, H, W) mask logits at stride 4
+
+
+@dataclass
+class ForcedSelections:
+    """Discrete choices to replay instead of computing them (parity checks against recorded runs)."""
+
+    topk: torch.Tensor | None = None  #: (B*T, num_queries) two-stage indices, rank order
+    kept: list[torch.Tensor] | None = None  #: per decoder layer (B*T, K_l) indices into the incoming list
+    track: torch.Tensor | None = None  #: (B, T-1, Q) tracker permutations
+
+
+@dataclass
+class ReferDinoOutput:
+    pred_logits: torch.Tensor  #: (B, T, Q, 1)
+    pred_boxes: torch.Tensor  #: (B, T, Q, 4)
+    pred_masks: torch.Tensor | None  #: (B, T, Q, H, W)
+    aux: list[LayerPrediction] = field(default_factory=list)  #: earlier decoder layers (training)
+    interm_logits: torch.Tensor | None = None  #: (B, T, num_queries, 1) two-stage proposal logits
+    interm_boxes: torch.Tensor | None = None  #: (B, T, num_queries, 4) two-stage proposal boxes
+    selections: ForcedSelections | None = None  #: the discrete choices that were made

@@ -1,0 +1,67 @@
+"""Confidence-aware query pruning (ReferDINO Sec. 3.4).
+
+After a decoder layer with N queries, keep the ceil(N * decay) most confident ones, in descending order of
+confidence. Two confidence scores:
+
+* ``official`` (what the released checkpoints were trained with): mean of
+  softmax_over_queries(max_token <query, text>) on the pre-norm layer output and
+  softmax_over_queries(attention each query *receives* from the other queries, head-averaged, summed).
+* ``paper``: s_j = mean_{i != j} A^s_ij + max_k A^c_jk with the text cross-attention weights A^c.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .heads import contrastive_logit
+
+
+class QueryPruner(nn.Module):
+    def __init__(self, decay: float, score: str = "official") -> None:
+        super().__init__()
+        self.decay = decay
+        self.score = score
+
+    @property
+    def enabled(self) -> bool:
+        return self.decay < 1.0
+
+    def keep_count(self, n: int) -> int:
+        return max(1, math.ceil(n * self.decay))
+
+    def confidence(
+        self,
+        x: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        self_weights: torch.Tensor,
+        text_weights: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """(N, Q) confidence of each query; x is the layer output before the decoder's final norm."""
+        eye = torch.eye(x.shape[1], dtype=torch.bool, device=x.device)
+        received = self_weights.masked_fill(eye, 0.0).sum(dim=1)  # column sums: attention received
+        if self.score == "official":
+            return (contrastive_logit(x, text, text_mask).softmax(-1) + received.softmax(-1)) / 2
+        assert text_weights is not None
+        return received / (x.shape[1] - 1) + text_weights.max(dim=-1).values
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        self_weights: torch.Tensor | None,
+        text_weights: torch.Tensor | None,
+        forced: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns (kept indices (N, K) in descending confidence, confidence (N, Q) or None)."""
+        n, q = x.shape[:2]
+        if not self.enabled:
+            return torch.arange(q, device=x.device).expand(n, q), None
+        gate = self.confidence(x, text, text_mask, self_weights, text_weights)  # type: ignore[arg-type]
+        if forced is not None:
+            return forced.to(x.device), gate
+        return gate.topk(self.keep_count(q), dim=-1).indices, gate

@@ -1,0 +1,326 @@
+"""ReferDINO (Liang et al., ICCV 2025): GroundingDINO + confidence-aware query pruning + object-consistent
+temporal enhancer + grounding-guided deformable mask decoder.
+
+`ReferDino.forward` is the one path for training (all decoder layers) and inference (last layer only).
+The stages are separate methods so that several expressions of one video can share the text-independent
+visual work (`encode_images`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import ReferDinoConfig
+from ..processing.text import TokenizedText
+from .decoder import CrossModalityDecoder, DecoderLayerOutput
+from .feature_enhancer import FeatureEnhancer
+from .heads import contrastive_logit, inverse_sigmoid
+from .mask_head import MaskDecoder, PixelDecoder
+from .outputs import ForcedSelections, LayerPrediction, ReferDinoOutput
+from .position_encoding import image_position_embedding
+from .query_selection import QuerySelection
+from .swin import SwinBackbone
+from .temporal_decoder import TemporalDecoder
+from .text_encoder import TextEncoder
+from .tracker import TrackerState, track
+
+Record = dict[str, torch.Tensor]
+
+
+@dataclass
+class FrameGrounding:
+    """Per-frame results of the image-level grounding stages for N = B*T frames."""
+
+    enhanced_text: torch.Tensor  #: (N, L, C)
+    memory_maps: list[torch.Tensor]  #: encoder memory of levels 0..2 as (N, C, H_l, W_l)
+    stride4: torch.Tensor  #: (N, C0, H/4, W/4) Swin stage-0 output
+    layers: list[DecoderLayerOutput]
+    proposal_logits: torch.Tensor  #: (N, K) two-stage scores of the selected tokens
+    proposal_boxes: torch.Tensor  #: (N, K, 4) refined two-stage boxes (sigmoid)
+
+
+class ReferDino(nn.Module):
+    def __init__(self, config: ReferDinoConfig) -> None:
+        super().__init__()
+        self.config = config.validate()
+        c = config
+        d = c.d_model
+        self.backbone = SwinBackbone(c.swin)
+        self.text_encoder = TextEncoder(c.text, d)
+        chans = c.swin.stage_channels
+        self.input_proj = nn.ModuleList(
+            [nn.Sequential(nn.Conv2d(ch, d, 1), nn.GroupNorm(32, d)) for ch in chans[1:]]
+            + [nn.Sequential(nn.Conv2d(chans[-1], d, 3, stride=2, padding=1), nn.GroupNorm(32, d))]
+        )
+        self.level_embed = nn.Parameter(torch.randn(c.num_feature_levels, d) * 0.02)
+        self.encoder = FeatureEnhancer(c)
+        self.query_selection = QuerySelection(d, c.num_queries)
+        self.query_embed = nn.Embedding(c.num_queries, d)
+        self.decoder = CrossModalityDecoder(c)
+        self.temporal_decoder = TemporalDecoder(d, c.num_heads, c.temporal_layers) if c.temporal_layers else None
+        self.pixel_decoder = PixelDecoder(d, chans[0], c.pixel_decoder_channels, c.mask_dim)
+        self.mask_decoder = MaskDecoder(d, c.num_heads, c.mask_layers, c.mask_points, c.mask_ffn)
+
+    # ------------------------------------------------------------------ stages
+    def encode_text(self, text: TokenizedText, record: Record | None = None) -> torch.Tensor:
+        """(B, L, C) projected BERT features."""
+        hidden, feats = self.text_encoder(text.input_ids, text.self_attention_mask, text.position_ids)
+        if record is not None:
+            record["bert_last_hidden_state"] = hidden
+            record["text_feat_map"] = feats
+        return feats
+
+    def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Text-independent visual work: (N, 3, H, W) normalised frames -> 4 Swin stage maps."""
+        return self.backbone(images)
+
+    def ground(
+        self,
+        stages: list[torch.Tensor],
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        text_self_mask: torch.Tensor,
+        text_position_ids: torch.Tensor,
+        forced: ForcedSelections | None = None,
+        record: Record | None = None,
+    ) -> FrameGrounding:
+        """GroundingDINO per frame: projections, feature enhancer, query selection, pruned decoder.
+        All text tensors are per frame (N rows)."""
+        srcs = [proj(stage) for proj, stage in zip(self.input_proj, stages[1:])]
+        srcs.append(self.input_proj[-1](stages[-1]))
+        n = srcs[0].shape[0]
+        shapes = [(s.shape[-2], s.shape[-1]) for s in srcs]
+        flat = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
+        pos = torch.cat(
+            [
+                (image_position_embedding(s.new_zeros((n, *s.shape[-2:]), dtype=torch.bool), self.config.d_model // 2)
+                 .flatten(2).transpose(1, 2) + self.level_embed[i])
+                for i, s in enumerate(srcs)
+            ],
+            1,
+        )
+        memory, enhanced = self.encoder(flat, pos, shapes, None, text, text_mask, text_self_mask, text_position_ids)
+        proposals = self.query_selection(memory, shapes, None, enhanced, text_mask, forced.topk if forced else None)
+        layers = self.decoder(
+            self.query_embed.weight[None].expand(n, -1, -1),
+            proposals.boxes_unsigmoid.detach().sigmoid(),
+            memory,
+            shapes,
+            None,
+            enhanced,
+            text_mask,
+            forced.kept if forced else None,
+        )
+        starts = [0]
+        for h, w in shapes:
+            starts.append(starts[-1] + h * w)
+        maps = [memory[:, starts[i] : starts[i + 1]].transpose(1, 2).reshape(n, -1, *shapes[i]) for i in range(3)]
+        if record is not None:
+            record.update(
+                spatial_shapes=torch.tensor(shapes),
+                memory=memory,
+                enhanced_text=enhanced,
+                enc_topk_scores=proposals.scores,
+                enc_topk_indices=proposals.indices,
+                enc_ref_boxes=proposals.boxes_unsigmoid.sigmoid(),
+                enc_init_box_proposal=proposals.anchors,
+            )
+            for i, out in enumerate(layers):
+                record[f"prune{i}_gate"] = out.gate if out.gate is not None else torch.empty(0)
+                record[f"prune{i}_kept_rel"] = out.kept
+                record[f"dec_hs{i}"] = out.hidden
+                record[f"dec_ref{i}"] = out.reference
+            record[f"dec_ref{len(layers)}"] = layers[-1].refined
+        return FrameGrounding(
+            enhanced,
+            maps,
+            stages[0],
+            layers,
+            contrastive_logit(proposals.features, enhanced, text_mask),
+            proposals.boxes_unsigmoid.sigmoid(),
+        )
+
+    def predict_layer(
+        self,
+        hidden: torch.Tensor,
+        reference: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        pixel_features: torch.Tensor | None,
+        *,
+        temporal: bool,
+        tracker_state: TrackerState | None = None,
+        forced_track: torch.Tensor | None = None,
+        record: Record | None = None,
+    ) -> tuple[LayerPrediction, torch.Tensor, TrackerState | None]:
+        """Tracker -> temporal decoder -> class/box heads -> mask decoder, for one decoder layer.
+
+        hidden (B, T, Q, C), reference (B, T, Q, 4), text (B, T, L, C) per-frame enhanced text, text_mask (B, L),
+        pixel_features (B*T, C, H, W) or None to skip masks. Returns (prediction, permutations, tracker state).
+        """
+        b, t, q, c = hidden.shape
+        state = None
+        perm = hidden.new_zeros((b, 0, q), dtype=torch.long)
+        if temporal and self.temporal_decoder is not None:
+            hidden, reference, perm, state = track(
+                hidden, reference, text, text_mask,
+                alpha=self.config.tracking_alpha, confidence=self.config.tracker_confidence,
+                state=tracker_state, forced_perm=forced_track,
+            )
+            if record is not None:
+                record["temporal_in_hs"] = hidden
+                record["temporal_in_sent"] = text[:, :, :1].expand(-1, -1, q, -1)
+            hidden = self.temporal_decoder(hidden, text[:, :, 0])
+            if record is not None:
+                record["temporal_out"] = hidden
+        frame_text = text.flatten(0, 1)
+        frame_mask = text_mask.repeat_interleave(t, 0)
+        flat_hidden = hidden.flatten(0, 1)
+        flat_ref = reference.flatten(0, 1)
+        logits = contrastive_logit(flat_hidden, frame_text, frame_mask)
+        boxes = (self.decoder.bbox_embed(flat_hidden) + inverse_sigmoid(flat_ref)).sigmoid()
+        masks = None
+        if pixel_features is not None:
+            pos = self.decoder.query_pos(flat_ref)
+            embed, masks = self.mask_decoder(flat_hidden, pos, flat_ref, pixel_features, frame_text, frame_mask)
+            masks = masks.view(b, t, q, *masks.shape[-2:])
+            if record is not None:
+                record["mask_embed"] = embed
+        pred = LayerPrediction(logits.view(b, t, q, 1), boxes.view(b, t, q, 4), masks)
+        return pred, perm, state
+
+    def pixel_features(self, grounding: FrameGrounding) -> torch.Tensor:
+        m8, m16, m32 = grounding.memory_maps
+        return self.pixel_decoder(m32, m16, m8, grounding.stride4)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        pixels: torch.Tensor,
+        text: TokenizedText,
+        *,
+        all_layers: bool | None = None,
+        with_masks: bool = True,
+        forced: ForcedSelections | None = None,
+        record: Record | None = None,
+    ) -> ReferDinoOutput:
+        """pixels (B, T, 3, H, W) normalised frames (video b goes with expression b).
+
+        all_layers: predictions for every decoder layer (training losses); defaults to `self.training`.
+        The temporal enhancer runs at inference for any T and in training for T > 1 (as the official code).
+        """
+        if all_layers is None:
+            all_layers = self.training
+        b, t = pixels.shape[:2]
+        text_feats = self.encode_text(text, record)
+        grounding = self.ground_video(pixels.flatten(0, 1), text_feats, text, t, forced, record)
+        return self.predict(grounding, text, b, t, all_layers=all_layers, with_masks=with_masks, forced=forced, record=record)
+
+    def ground_video(
+        self,
+        images: torch.Tensor,
+        text_feats: torch.Tensor,
+        text: TokenizedText,
+        frames_per_video: int,
+        forced: ForcedSelections | None = None,
+        record: Record | None = None,
+        stages: list[torch.Tensor] | None = None,
+    ) -> FrameGrounding:
+        """Backbone (unless `stages` given) and grounding for N = B*T frames, text (B, L, C) repeated per frame."""
+        t = frames_per_video
+        if stages is None:
+            stages = self.encode_images(images)
+        rep = lambda x: x.repeat_interleave(t, 0)  # noqa: E731
+        if record is not None:
+            record["backbone"] = stages  # type: ignore[assignment]
+        return self.ground(
+            stages, rep(text_feats), rep(text.token_mask), rep(text.self_attention_mask), rep(text.position_ids),
+            forced, record,
+        )
+
+    def predict(
+        self,
+        grounding: FrameGrounding,
+        text: TokenizedText,
+        b: int,
+        t: int,
+        *,
+        all_layers: bool,
+        with_masks: bool = True,
+        forced: ForcedSelections | None = None,
+        record: Record | None = None,
+        tracker_state: TrackerState | None = None,
+    ) -> ReferDinoOutput:
+        temporal = not self.training or t > 1
+        text_bt = grounding.enhanced_text.view(b, t, *grounding.enhanced_text.shape[1:])
+        pixel = self.pixel_features(grounding) if with_masks else None
+        if record is not None and pixel is not None:
+            record["mask_features"] = pixel
+        layers = grounding.layers if all_layers else grounding.layers[-1:]
+        preds = []
+        perm = None
+        for i, layer in enumerate(layers):
+            last = i == len(layers) - 1
+            q = layer.hidden.shape[1]
+            pred, p, _ = self.predict_layer(
+                layer.hidden.view(b, t, q, -1), layer.reference.view(b, t, q, 4), text_bt, text.token_mask, pixel,
+                temporal=temporal, tracker_state=tracker_state,
+                forced_track=forced.track if (forced is not None and last) else None,
+                record=record if last else None,
+            )
+            preds.append(pred)
+            if last:
+                perm = p
+        final = preds[-1]
+        k = grounding.proposal_logits.shape[1]
+        return ReferDinoOutput(
+            pred_logits=final.logits,
+            pred_boxes=final.boxes,
+            pred_masks=final.masks,
+            aux=preds[:-1],
+            interm_logits=grounding.proposal_logits.view(b, t, k, 1),
+            interm_boxes=grounding.proposal_boxes.view(b, t, k, 4),
+            selections=ForcedSelections(
+                topk=None, kept=[layer.kept for layer in grounding.layers], track=perm
+            ),
+        )
+
+    # ------------------------------------------------------------------ persistence (I/O lives in weights.py)
+    def save_pretrained(self, directory: str) -> None:
+        """Write `config.json` + `model.safetensors` into `directory`."""
+        from ..weights import save_pretrained
+
+        save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str, *, device: str | torch.device = "cpu") -> "ReferDino":
+        """Build the model from `config.json` and load `model.safetensors` strictly."""
+        from pathlib import Path
+
+        from ..weights import WEIGHTS_NAME, CheckpointError, load_state_dict_strict, read_config, read_safetensors
+
+        path = Path(directory)
+        if not path.exists():
+            raise CheckpointError(f"checkpoint not found: {directory}")
+        if not path.is_dir():
+            raise CheckpointError(
+                f"{directory} is a file; give the folder written by save_pretrained or `referdino convert`"
+            )
+        config = read_config(path)
+        if not (path / WEIGHTS_NAME).is_file():
+            raise CheckpointError(f"{directory} has no {WEIGHTS_NAME}")
+        state = read_safetensors(path / WEIGHTS_NAME)
+        with torch.device("meta"):
+            model = cls(config)
+        model = model.to_empty(device="cpu")
+        load_state_dict_strict(model, state, source=str(path / WEIGHTS_NAME))
+        for name, buf in model.named_buffers():
+            if name.endswith("relative_position_index"):
+                window = int(round(buf.shape[0] ** 0.5))
+                from .swin import relative_position_index
+
+                buf.copy_(relative_position_index(window))
+        return model.to(device).eval()

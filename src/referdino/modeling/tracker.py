@@ -1,0 +1,94 @@
+"""Memory-augmented tracker (ReferDINO Sec. 3.3): aligns each frame's queries to a running memory.
+
+For frames t = 1..T-1: Hungarian matching on 1 - cosine(memory, queries) (scipy, on the CPU, no gradient)
+permutes the frame's queries into memory order; the memory then moves toward the aligned queries,
+M <- (1 - a c) M + a c O, weighted by a per-query confidence c.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch.nn import functional as F
+
+from .heads import token_similarity
+
+
+@dataclass
+class TrackerState:
+    """Memory carried across windows of a long video: (B, Q, C)."""
+
+    memory: torch.Tensor
+
+
+def match_to_memory(memory: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """(B, Q, C) memory and queries -> (B, Q) permutation: slot j takes query perm[j]."""
+    cost = 1 - F.normalize(memory, dim=-1, eps=1e-12) @ F.normalize(queries, dim=-1, eps=1e-12).transpose(1, 2)
+    cost_np = cost.detach().float().cpu().numpy()
+    perms = [linear_sum_assignment(c)[1] for c in cost_np]
+    return torch.as_tensor(np.stack(perms), dtype=torch.long, device=queries.device)
+
+
+def tracking_confidence(
+    aligned: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, mode: str
+) -> torch.Tensor:
+    """(B, Q) confidence in [0, 1] of each aligned query for the memory update.
+
+    official: max over text tokens of the dot product, min-max normalised over the queries (no epsilon:
+    the official code divides by zero when all queries tie; we return 0 there instead of NaN).
+    Padded tokens are excluded (the official code only ever runs one unpadded caption at inference).
+    paper: cosine similarity with the sentence ([CLS]) feature, clamped to [0, 1].
+    """
+    if mode == "paper":
+        return F.cosine_similarity(aligned, text[:, :1], dim=-1).clamp(0, 1)
+    c = token_similarity(aligned, text, text_mask).max(-1).values
+    lo, hi = c.min(-1, keepdim=True).values, c.max(-1, keepdim=True).values
+    span = hi - lo
+    return torch.where(span > 0, (c - lo) / span.where(span > 0, torch.ones_like(span)), torch.zeros_like(c))
+
+
+def track(
+    queries: torch.Tensor,
+    boxes: torch.Tensor,
+    text: torch.Tensor,
+    text_mask: torch.Tensor,
+    *,
+    alpha: float,
+    confidence: str = "official",
+    state: TrackerState | None = None,
+    forced_perm: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, TrackerState]:
+    """Align a clip's queries over time.
+
+    Args:
+        queries: (B, T, Q, C); boxes: (B, T, Q, 4); text: (B, T, L, C) per-frame enhanced text.
+        state: memory from a previous window; None starts a new video (frame 0 initialises the memory).
+        forced_perm: (B, T', Q) permutations to use instead of matching (T' = frames that are matched).
+    Returns:
+        aligned queries (B, T, Q, C), aligned boxes (B, T, Q, 4), permutations (B, T', Q), new state.
+    """
+    b, t = queries.shape[:2]
+    start = 0
+    aligned_q, aligned_b, perms = [], [], []
+    if state is None:
+        memory = queries[:, 0]
+        aligned_q.append(queries[:, 0])
+        aligned_b.append(boxes[:, 0])
+        start = 1
+    else:
+        memory = state.memory
+    for i in range(start, t):
+        k = len(perms)
+        perm = forced_perm[:, k].to(queries.device) if forced_perm is not None else match_to_memory(memory, queries[:, i])
+        q = torch.gather(queries[:, i], 1, perm[..., None].expand(-1, -1, queries.shape[-1]))
+        bx = torch.gather(boxes[:, i], 1, perm[..., None].expand(-1, -1, 4))
+        c = tracking_confidence(q, text[:, i], text_mask, confidence)[..., None]
+        memory = (1 - alpha * c) * memory + alpha * c * q
+        aligned_q.append(q)
+        aligned_b.append(bx)
+        perms.append(perm)
+    perm_t = torch.stack(perms, 1) if perms else queries.new_zeros((b, 0, queries.shape[2]), dtype=torch.long)
+    return torch.stack(aligned_q, 1), torch.stack(aligned_b, 1), perm_t, TrackerState(memory.detach())

@@ -1,0 +1,257 @@
+"""Parity with the official implementation on recorded fixtures (`referdino parity FIXTURE.npz`).
+
+The fixture stores inputs and outputs of the official code run with deterministic weights drawn by a
+named rule from the official state-dict names. We draw the same official-named weights, convert them with
+our official converter, run our model with the fixture's discrete selections forced (top-900, prunings,
+tracking), and compare every stored array.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import ReferDinoConfig, get_preset
+from .convert.official import alias_target, convert_official, official_key_shapes
+from .modeling.lora import fold_lora
+from .modeling.outputs import ForcedSelections
+from .modeling.referdino import ReferDino
+from .modeling.swin import relative_position_index
+from .processing.postprocess import best_query, binary_masks
+from .processing.text import tokenize
+from .weights import load_state_dict_strict
+
+REL_TOL = 2e-4  # float32 arrays: max|diff| <= REL_TOL * max|ref| + ABS_TOL
+REL_TOL_F16 = 2e-3  # arrays stored in float16
+ABS_TOL = 1e-6
+MASK_FLIP_TOL = 1e-3  # fraction of eval_binary_masks pixels allowed to flip
+
+
+class FixtureError(ValueError):
+    pass
+
+
+def fill_value(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The `crc32-normal-v1` rule: deterministic float32 values for the official key `name`."""
+    x = np.random.default_rng(zlib.crc32(name.encode())).standard_normal(shape)
+    if len(shape) >= 2:
+        x = x / math.sqrt(math.prod(shape[1:]))
+    elif name.endswith("weight"):
+        x = 1 + 0.1 * x
+    else:
+        x = 0.1 * x
+    return x.astype(np.float32)
+
+
+def filled_official_state_dict(
+    config: ReferDinoConfig, scales: dict[str, float] | None = None
+) -> dict[str, torch.Tensor]:
+    """Official-named state dict of `config` (adapters unmerged) filled by the rule; shared tensors drawn once
+    with their first key, then scaled by `scales[first_key]`."""
+    scales = scales or {}
+    with torch.device("meta"):
+        skeleton = ReferDino(config.replace(lora=config.lora.__class__(**{**config.lora.__dict__, "merged": False})))
+    shapes = official_key_shapes(skeleton)
+    state: dict[str, torch.Tensor] = {}
+    for name, shape in shapes.items():
+        if name.endswith("relative_position_index"):
+            state[name] = relative_position_index(int(round(math.sqrt(shape[0]))))
+        elif alias_target(name) is None:
+            value = fill_value(name, shape)
+            if name in scales:
+                value = value * np.float32(scales[name])
+            state[name] = torch.from_numpy(value)
+    for name in shapes:
+        target = alias_target(name)
+        if target is not None:
+            state[name] = state[target]
+    unknown = set(scales) - set(state)
+    if unknown:
+        raise FixtureError(f"fill_scales names keys this model does not have: {sorted(unknown)}")
+    return state
+
+
+def build_model_from_fixture(data: dict, config: ReferDinoConfig) -> ReferDino:
+    rule = str(data["fill_rule"])
+    if rule != "crc32-normal-v1":
+        raise FixtureError(f"unknown fill_rule {rule!r} (this version knows crc32-normal-v1)")
+    scales = json.loads(str(data["fill_scales"]))
+    official = filled_official_state_dict(config, scales)
+    ours, _ = convert_official(official, config)
+    merged = config.replace(lora=config.lora.__class__(**{**config.lora.__dict__, "merged": True}))
+    model = ReferDino(merged).eval()
+    load_state_dict_strict(model, ours, source="converted fixture weights")
+    return model
+
+
+@dataclass
+class Comparison:
+    key: str
+    max_abs: float
+    rel: float
+    tol: float
+    ok: bool
+    note: str = ""
+
+
+def _slice_channels(key: str, arr: torch.Tensor, dim: int) -> torch.Tensor:
+    m = re.search(r"_c(\d+)to(\d+)", key)
+    if m:
+        arr = arr.narrow(dim, int(m.group(1)), int(m.group(2)) - int(m.group(1)))
+    return arr
+
+
+def _ours_for(key: str, rec: dict, out, starts: list[int]) -> torch.Tensor | None:
+    base = re.sub(r"(_c\d+to\d+)?(_f16)?$", "", key)
+    if key.startswith("backbone_l") and not key.startswith("backbone_shape"):
+        s = int(key[len("backbone_l")])
+        return _slice_channels(key, rec["backbone"][s], 1)
+    if base.startswith("backbone_shape_l"):
+        return torch.tensor(rec["backbone"][int(base[-1])].shape)
+    if base == "enc_memory_l0":
+        return _slice_channels(key, rec["memory"][:, : starts[1]], 2)
+    if base == "enc_memory_l123":
+        return _slice_channels(key, rec["memory"][:, starts[1] :], 2)
+    if base == "level_start_index":
+        return torch.tensor(starts[:-1])
+    if base == "mask_features_shape":
+        return torch.tensor(rec["mask_features"].shape)
+    if base == "mask_features":
+        return _slice_channels(key, rec["mask_features"], 1)
+    m = re.fullmatch(r"dec_hs(\d)", base)
+    if m:
+        return _slice_channels(key, rec[f"dec_hs{m.group(1)}"], 2)
+    if base == "dec_hs_last":
+        last = max(int(k[len("dec_hs") :]) for k in rec if re.fullmatch(r"dec_hs\d+", k))
+        return rec[f"dec_hs{last}"]
+    m = re.fullmatch(r"prune(\d)_kept_abs", base)
+    if m:
+        idx = rec["enc_topk_indices"]
+        idx = torch.arange(idx.shape[1]).expand_as(idx)
+        for i in range(int(m.group(1)) + 1):
+            idx = torch.gather(idx, 1, rec[f"prune{i}_kept_rel"])
+        return idx
+    if base in ("temporal_in_hs", "temporal_in_sent", "temporal_out"):
+        return rec[base][0]
+    if base == "pred_logits":
+        return out.pred_logits
+    if base == "pred_boxes":
+        return out.pred_boxes
+    if base == "pred_masks":
+        return out.pred_masks
+    if base == "track_perm":
+        return out.selections.track[0]
+    if base == "eval_best_query":
+        return torch.tensor(best_query(out.pred_logits[0]))
+    if base == "eval_binary_masks":
+        j = best_query(out.pred_logits[0])
+        return binary_masks(out.pred_masks[0, :, j], tuple(rec["image_size"]))
+    if base in rec:
+        return rec[base]
+    return None
+
+
+def run_parity(path: str, config_name: str = "ytvos_swint", threads: int | None = None) -> list[Comparison]:
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        data = dict(np.load(path, allow_pickle=False))
+    except (OSError, ValueError) as exc:
+        raise FixtureError(f"cannot read fixture {path}: {exc}") from None
+    model = build_model_from_fixture(data, get_preset(config_name))
+    t = data["pixels"].shape[0]
+    n_layers = model.config.dec_layers
+    forced = ForcedSelections(
+        topk=torch.from_numpy(data["enc_topk_indices"]),
+        kept=[torch.from_numpy(data[f"prune{i}_kept_rel"]) for i in range(n_layers)],
+        track=torch.from_numpy(data["track_perm"])[None],
+    )
+    text = tokenize([str(data["caption"])], model.config.text.max_text_len)  # free-running tokenizer
+    rec: dict = {
+        "input_ids": text.input_ids,
+        "token_type_ids": torch.zeros_like(text.input_ids),
+        "attention_mask": text.token_mask.long(),
+        "text_self_attention_mask": text.self_attention_mask,
+        "position_ids": text.position_ids,
+    }
+    pixels = torch.from_numpy(data["pixels"])
+    with torch.no_grad():
+        out = model(pixels[None], text, forced=forced, record=rec)
+    rec["image_size"] = pixels.shape[-2:]
+    shapes = rec["spatial_shapes"].tolist()
+    starts = [0]
+    for h, w in shapes:
+        starts.append(starts[-1] + h * w)
+    results = []
+    skip = {"caption", "fill_rule", "fill_scales", "pixels"}
+    for key in data:
+        if key in skip:
+            continue
+        ref = torch.from_numpy(np.asarray(data[key]))
+        ours = _ours_for(key, rec, out, starts)
+        if ours is None:
+            results.append(Comparison(key, float("nan"), float("nan"), 0.0, False, "not produced"))
+            continue
+        ours = ours.detach().reshape(ref.shape) if ours.numel() == ref.numel() else ours
+        if ours.shape != ref.shape:
+            results.append(Comparison(key, float("nan"), float("nan"), 0.0, False, f"shape {tuple(ours.shape)}"))
+            continue
+        results.append(_compare(key, ours, ref))
+    results += _selection_consistency(data, rec, n_layers)
+    return results
+
+
+def _compare(key: str, ours: torch.Tensor, ref: torch.Tensor) -> Comparison:
+    if ref.dtype == torch.bool and key == "eval_binary_masks":
+        flips = (ours != ref).float().mean().item()
+        return Comparison(key, flips, flips, MASK_FLIP_TOL, flips <= MASK_FLIP_TOL, "fraction of flipped pixels")
+    if not ref.is_floating_point():
+        diff = (ours.long() != ref.long()).sum().item()
+        return Comparison(key, float(diff), float(diff), 0.0, diff == 0, "exact (forced)" if "kept" in key or key in ("enc_topk_indices", "track_perm") else "exact")
+    ref32 = ref.float()
+    max_abs = (ours.float() - ref32).abs().max().item()
+    scale = ref32.abs().max().item()
+    rel_tol = REL_TOL_F16 if key.endswith("_f16") else REL_TOL
+    tol = rel_tol * scale + ABS_TOL
+    return Comparison(key, max_abs, max_abs / max(scale, 1e-30), tol, bool(max_abs <= tol))
+
+
+def _selection_consistency(data: dict, rec: dict, n_layers: int) -> list[Comparison]:
+    """Free-running selections must be tie-consistent: our own top-k, scored with the reference scores,
+    gives the reference top-k values within tolerance."""
+    out = []
+    ref_scores = torch.from_numpy(data["enc_topk_scores"])
+    k = data["enc_topk_indices"].shape[1]
+    ours_idx = rec["enc_topk_scores"].topk(k, dim=1).indices
+    got = torch.gather(ref_scores, 1, ours_idx)
+    want = ref_scores.topk(k, dim=1).values
+    err = (got - want).abs().max().item()
+    tol = REL_TOL * ref_scores.abs().max().item() + ABS_TOL
+    out.append(Comparison("free-running top-k (tie-consistent)", err, err / ref_scores.abs().max().item(), tol, err <= tol))
+    for i in range(n_layers):
+        ref_gate = torch.from_numpy(data[f"prune{i}_gate"])
+        kk = data[f"prune{i}_kept_rel"].shape[1]
+        got = torch.gather(ref_gate, 1, rec[f"prune{i}_gate"].topk(kk, dim=1).indices).sort(1).values
+        want = ref_gate.topk(kk, dim=1).values.sort(1).values
+        err = (got - want).abs().max().item()
+        tol = REL_TOL * ref_gate.abs().max().item() + ABS_TOL
+        out.append(Comparison(f"free-running prune{i} (tie-consistent)", err, err / ref_gate.abs().max().item(), tol, err <= tol))
+    return out
+
+
+def format_report(path: str, results: list[Comparison]) -> str:
+    lines = [f"parity {path}", f"{'array':44s} {'max abs err':>12s} {'rel err':>10s} {'tolerance':>10s}  result"]
+    for r in results:
+        lines.append(
+            f"{r.key:44s} {r.max_abs:12.3e} {r.rel:10.2e} {r.tol:10.2e}  {'ok' if r.ok else 'FAIL'}"
+            + (f"  ({r.note})" if r.note else "")
+        )
+    failed = [r.key for r in results if not r.ok]
+    lines.append(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Turning user inputs (sentences, frames) into model inputs, and model outputs into masks."""

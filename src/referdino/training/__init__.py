@@ -1,0 +1,1 @@
+"""Training: freezing policy, optimisation, checkpoints."""
