@@ -12,7 +12,7 @@ from referdino.weights import CheckpointError, load_state_dict_strict
 
 
 def merged(cfg):
-    return cfg.replace(lora=dataclasses.replace(cfg.lora, merged=True))
+    return cfg.with_merged_lora()
 
 
 def test_official_names_match_schema(official_fixtures):

@@ -41,7 +41,7 @@ def test_query_counts_full_size():
     cfg = get_preset("ytvos_swint")
     assert cfg.query_counts == (900, 450, 225, 113, 57, 29, 15)
     torch.manual_seed(0)
-    model = ReferDino(cfg.replace(lora=dataclasses.replace(cfg.lora, merged=True))).eval()
+    model = ReferDino(cfg.with_merged_lora()).eval()
     with torch.inference_mode():
         stages = model.encode_images(torch.randn(1, 3, 224, 224))
         text = tokenize(["the cat"])

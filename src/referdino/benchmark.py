@@ -50,7 +50,7 @@ def run_benchmark(
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     config = get_preset(preset)
-    config = config.replace(lora=config.lora.__class__(**{**config.lora.__dict__, "merged": True}))
+    config = config.with_merged_lora()
     model = ReferDino(config).eval()
     height, width = size, int(round(size * 16 / 9))
     pixels = torch.randn(1, frames, 3, height, width)

@@ -143,6 +143,10 @@ class ReferDinoConfig:
     def replace(self, **changes: Any) -> "ReferDinoConfig":
         return dataclasses.replace(self, **changes).validate()
 
+    def with_merged_lora(self, merged: bool = True) -> "ReferDinoConfig":
+        """The same model with LoRA adapters folded into plain linears (inference) or kept separate."""
+        return self.replace(lora=dataclasses.replace(self.lora, merged=merged))
+
 
 def _ceil_keep(n: int, decay: float) -> int:
     import math

@@ -56,7 +56,7 @@ def filled_official_state_dict(
     with their first key, then scaled by `scales[first_key]`."""
     scales = scales or {}
     with torch.device("meta"):
-        skeleton = ReferDino(config.replace(lora=config.lora.__class__(**{**config.lora.__dict__, "merged": False})))
+        skeleton = ReferDino(config.with_merged_lora(False))
     shapes = official_key_shapes(skeleton)
     state: dict[str, torch.Tensor] = {}
     for name, shape in shapes.items():
@@ -84,7 +84,7 @@ def build_model_from_fixture(data: dict, config: ReferDinoConfig) -> ReferDino:
     scales = json.loads(str(data["fill_scales"]))
     official = filled_official_state_dict(config, scales)
     ours, _ = convert_official(official, config)
-    merged = config.replace(lora=config.lora.__class__(**{**config.lora.__dict__, "merged": True}))
+    merged = config.with_merged_lora()
     model = ReferDino(merged).eval()
     load_state_dict_strict(model, ours, source="converted fixture weights")
     return model

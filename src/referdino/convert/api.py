@@ -31,7 +31,7 @@ def convert_checkpoint(
 
     config = get_preset(preset)
     if not keep_lora or source == "hf":
-        config = config.replace(lora=dataclasses.replace(config.lora, merged=True))
+        config = config.with_merged_lora()
     state = _read_any(src)
     allow_missing: tuple[str, ...] = ()
     if source == "referdino":
