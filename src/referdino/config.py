@@ -95,6 +95,7 @@ class ReferDinoConfig:
     mask_ffn: int = 1024  #: FFN width of the mask decoder
     mask_dim: int = 256  #: channels of F_seg
     pixel_decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)  #: FPN widths lay1..lay5
+    input_proj_groups: int = 32  #: GroupNorm groups of the input projections
     frame_chunk: int = 36  #: frames through backbone/encoder/decoder at once at inference
 
     def validate(self) -> "ReferDinoConfig":
@@ -113,6 +114,8 @@ class ReferDinoConfig:
             errors.append(f"pruning_score must be 'official' or 'paper', got {self.pruning_score!r}")
         if self.tracker_confidence not in ("official", "paper"):
             errors.append(f"tracker_confidence must be 'official' or 'paper', got {self.tracker_confidence!r}")
+        if self.d_model % self.input_proj_groups:
+            errors.append("d_model must be divisible by input_proj_groups")
         if self.lora.rank < 0:
             errors.append("lora.rank must be >= 0")
         if self.pixel_decoder_channels[-1] % 8 or any(c % 8 for c in self.pixel_decoder_channels):
@@ -211,6 +214,7 @@ PRESETS["tiny"] = ReferDinoConfig(
     mask_ffn=64,
     mask_dim=32,
     pixel_decoder_channels=(32, 32, 16, 16, 8),
+    input_proj_groups=8,
 )
 
 

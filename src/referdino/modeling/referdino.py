@@ -52,8 +52,8 @@ class ReferDino(nn.Module):
         self.text_encoder = TextEncoder(c.text, d)
         chans = c.swin.stage_channels
         self.input_proj = nn.ModuleList(
-            [nn.Sequential(nn.Conv2d(ch, d, 1), nn.GroupNorm(min(32, d // 4), d)) for ch in chans[1:]]
-            + [nn.Sequential(nn.Conv2d(chans[-1], d, 3, stride=2, padding=1), nn.GroupNorm(min(32, d // 4), d))]
+            [nn.Sequential(nn.Conv2d(ch, d, 1), nn.GroupNorm(c.input_proj_groups, d)) for ch in chans[1:]]
+            + [nn.Sequential(nn.Conv2d(chans[-1], d, 3, stride=2, padding=1), nn.GroupNorm(c.input_proj_groups, d))]
         )
         self.level_embed = nn.Parameter(torch.randn(c.num_feature_levels, d) * 0.02)
         self.encoder = FeatureEnhancer(c)
