@@ -26,6 +26,7 @@ class SwinConfig:
     window_size: int = 7  #: window side; shifted blocks shift by window_size // 2
     mlp_ratio: float = 4.0  #: MLP hidden width / channels
     patch_size: int = 4  #: patch-embedding stride
+    drop_path: float = 0.2  #: stochastic depth, linear over blocks 0..rate (training only)
 
     @property
     def stage_channels(self) -> tuple[int, ...]:
@@ -82,6 +83,7 @@ class ReferDinoConfig:
     dec_points: int = 4  #: deformable sampling points per level in the decoder
     fusion_dim: int = 1024  #: embed dim of the image-text bi-attention (4 heads)
     fusion_heads: int = 4
+    fusion_drop_path: float = 0.1  #: stochastic depth on the fusion residuals (training only)
     text_layer_heads: int = 4  #: heads of the text self-attention layers
     text_layer_ffn: int = 1024  #: FFN width of the text self-attention layers
     num_queries: int = 900  #: two-stage queries selected per frame

@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .deformable_attention import MultiScaleDeformableAttention
+from .drop_path import drop_path
 from .lora import make_linear
 from .position_encoding import text_position_embedding
 
@@ -58,8 +59,11 @@ class BiAttention(nn.Module):
 class FusionBlock(nn.Module):
     """Pre-norm bi-attention with learned layer scales; the residual is on the normalised inputs."""
 
-    def __init__(self, d_model: int, embed_dim: int, num_heads: int, lora_rank: int, lora_scale: float) -> None:
+    def __init__(
+        self, d_model: int, embed_dim: int, num_heads: int, lora_rank: int, lora_scale: float, drop: float = 0.0
+    ) -> None:
         super().__init__()
+        self.drop = drop
         self.layer_norm_v = nn.LayerNorm(d_model)
         self.layer_norm_l = nn.LayerNorm(d_model)
         self.attn = BiAttention(d_model, embed_dim, num_heads, lora_rank, lora_scale)
@@ -71,7 +75,8 @@ class FusionBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         image, text = self.layer_norm_v(image), self.layer_norm_l(text)
         delta_image, delta_text = self.attn(image, text, image_padding, text_mask)
-        return image + self.gamma_v * delta_image, text + self.gamma_l * delta_text
+        image = image + drop_path(self.gamma_v * delta_image, self.drop, self.training)
+        return image, text + drop_path(self.gamma_l * delta_text, self.drop, self.training)
 
 
 class TextSelfAttentionLayer(nn.Module):
@@ -138,7 +143,7 @@ class FeatureEnhancer(nn.Module):
             for _ in range(c.enc_layers)
         )
         self.fusion_layers = nn.ModuleList(
-            FusionBlock(c.d_model, c.fusion_dim, c.fusion_heads, rank, scale) for _ in range(c.enc_layers)
+            FusionBlock(c.d_model, c.fusion_dim, c.fusion_heads, rank, scale, c.fusion_drop_path) for _ in range(c.enc_layers)
         )
 
     @staticmethod

@@ -34,4 +34,5 @@ class ReferDinoOutput:
     aux: list[LayerPrediction] = field(default_factory=list)  #: earlier decoder layers (training)
     interm_logits: torch.Tensor | None = None  #: (B, T, num_queries, 1) two-stage proposal logits
     interm_boxes: torch.Tensor | None = None  #: (B, T, num_queries, 4) two-stage proposal boxes
+    interm_masks: torch.Tensor | None = None  #: (B, T, num_queries, H, W) proposal masks (training)
     selections: ForcedSelections | None = None  #: the discrete choices that were made

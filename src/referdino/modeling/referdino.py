@@ -40,6 +40,7 @@ class FrameGrounding:
     layers: list[DecoderLayerOutput]
     proposal_logits: torch.Tensor  #: (N, K) two-stage scores of the selected tokens
     proposal_boxes: torch.Tensor  #: (N, K, 4) refined two-stage boxes (sigmoid)
+    proposal_features: torch.Tensor  #: (N, K, C) projected encoder features of the selected tokens
 
 
 class ReferDino(nn.Module):
@@ -141,6 +142,7 @@ class ReferDino(nn.Module):
             layers,
             contrastive_logit(proposals.features, enhanced, text_mask),
             proposals.boxes_unsigmoid.sigmoid(),
+            proposals.features,
         )
 
     def predict_layer(
@@ -276,6 +278,16 @@ class ReferDino(nn.Module):
                 perm = p
         final = preds[-1]
         k = grounding.proposal_logits.shape[1]
+        interm_masks = None
+        if all_layers and pixel is not None:
+            # the two-stage proposals are decoded to masks too (official training), referenced on their boxes
+            boxes = grounding.proposal_boxes.detach()
+            frame_mask = text.token_mask.repeat_interleave(t, 0)
+            _, interm_masks = self.mask_decoder(
+                grounding.proposal_features, self.decoder.query_pos(boxes), boxes, pixel, grounding.enhanced_text,
+                frame_mask,
+            )
+            interm_masks = interm_masks.view(b, t, k, *interm_masks.shape[-2:])
         return ReferDinoOutput(
             pred_logits=final.logits,
             pred_boxes=final.boxes,
@@ -283,6 +295,7 @@ class ReferDino(nn.Module):
             aux=preds[:-1],
             interm_logits=grounding.proposal_logits.view(b, t, k, 1),
             interm_boxes=grounding.proposal_boxes.view(b, t, k, 4),
+            interm_masks=interm_masks,
             selections=ForcedSelections(
                 topk=None, kept=[layer.kept for layer in grounding.layers], track=perm
             ),

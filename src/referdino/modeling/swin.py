@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import SwinConfig
+from .drop_path import drop_path
 
 
 def relative_position_index(window: int) -> torch.Tensor:
@@ -85,9 +86,9 @@ class SwinMlp(nn.Module):
 
 
 class SwinBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, window: int, shift: int, mlp_ratio: float) -> None:
+    def __init__(self, dim: int, num_heads: int, window: int, shift: int, mlp_ratio: float, drop: float = 0.0) -> None:
         super().__init__()
-        self.window, self.shift = window, shift
+        self.window, self.shift, self.drop = window, shift, drop
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, window, num_heads)
         self.norm2 = nn.LayerNorm(dim)
@@ -104,8 +105,8 @@ class SwinBlock(nn.Module):
         y = _merge(self.attn(_partition(y, win), mask if self.shift else None), win, hp, wp)
         if self.shift:
             y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
-        x = x + y[:, :h, :w, :].reshape(b, h * w, c)
-        return x + self.mlp(self.norm2(x))
+        x = x + drop_path(y[:, :h, :w, :].reshape(b, h * w, c), self.drop, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop, self.training)
 
 
 class PatchMerging(nn.Module):
@@ -123,11 +124,16 @@ class PatchMerging(nn.Module):
 
 
 class SwinStage(nn.Module):
-    def __init__(self, dim: int, depth: int, num_heads: int, window: int, mlp_ratio: float, downsample: bool) -> None:
+    def __init__(
+        self, dim: int, depth: int, num_heads: int, window: int, mlp_ratio: float, downsample: bool,
+        drops: list[float] | None = None,
+    ) -> None:
         super().__init__()
         self.window = window
+        drops = drops or [0.0] * depth
         self.blocks = nn.ModuleList(
-            SwinBlock(dim, num_heads, window, 0 if i % 2 == 0 else window // 2, mlp_ratio) for i in range(depth)
+            SwinBlock(dim, num_heads, window, 0 if i % 2 == 0 else window // 2, mlp_ratio, drops[i])
+            for i in range(depth)
         )
         self.downsample = PatchMerging(dim) if downsample else None
 
@@ -161,8 +167,14 @@ class SwinBackbone(nn.Module):
         self.patch_embed = PatchEmbed(config.patch_size, config.embed_dim)
         chans = config.stage_channels
         n = len(config.depths)
+        total = sum(config.depths)
+        rates = [config.drop_path * i / max(total - 1, 1) for i in range(total)]
+        starts = [sum(config.depths[:i]) for i in range(n)]
         self.layers = nn.ModuleList(
-            SwinStage(chans[i], config.depths[i], config.num_heads[i], config.window_size, config.mlp_ratio, i < n - 1)
+            SwinStage(
+                chans[i], config.depths[i], config.num_heads[i], config.window_size, config.mlp_ratio, i < n - 1,
+                rates[starts[i] : starts[i] + config.depths[i]],
+            )
             for i in range(n)
         )
         for i, c in enumerate(chans):
