@@ -42,6 +42,32 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training.config import resolve_train_config
+    from .training.distributed import cleanup
+    from .training.trainer import Trainer
+
+    config = resolve_train_config(args.config, args.overrides)
+    trainer = Trainer(config, progress=not args.no_progress)
+    try:
+        if args.resume:
+            trainer.resume()
+        state = trainer.fit()
+        if trainer.dist.is_main:
+            last = state.history[-1] if state.history else {}
+            print(f"trained {state.global_step} steps into {config.out_dir}; last loss {last.get('loss', float('nan')):.4f}")
+    finally:
+        cleanup()
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .synth.generator import run_synth
+
+    print(run_synth(args))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="referdino", description="ReferDINO referring video object segmentation")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -69,19 +95,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", default=None, help="write the result as JSON")
     p.set_defaults(func=_cmd_benchmark)
+    from .training.config import TRAIN_PRESETS
+
+    p = sub.add_parser("train", help="train or fine-tune (torchrun for several GPUs/processes)")
+    p.add_argument("config", help=f"preset ({', '.join(sorted(TRAIN_PRESETS))}) or a resolved train_config.json")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, model.<field>=value for the model")
+    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoints/last.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    from .synth.generator import add_synth_arguments
+
+    p = sub.add_parser("synth", help="write the synthetic RVOS world (Ref-YouTube-VOS layout)")
+    add_synth_arguments(p)
+    p.set_defaults(func=_cmd_synth)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .parity import FixtureError
     from .processing.text import ExpressionError
+    from .training.config import ConfigError
     from .weights import CheckpointError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (CheckpointError, FixtureError, ExpressionError, FileNotFoundError, ValueError) as exc:
+    except (CheckpointError, FixtureError, ExpressionError, ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"referdino {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

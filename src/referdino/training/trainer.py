@@ -1,0 +1,300 @@
+"""The training loop: one process or many (torchrun/DDP), CPU or CUDA, exact resume.
+
+Determinism: the clip order of epoch e is a permutation drawn from (seed, e), sharded over ranks like
+`DistributedSampler`; every clip's augmentation is drawn from RNGs seeded by (seed, e, index), so it does not
+depend on workers or on where a run was interrupted. The model's own randomness (stochastic depth) uses the
+global torch RNG, whose state is in every checkpoint. A resumed run therefore continues with exactly the
+batches and losses the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..modeling.referdino import ReferDino
+from ..processing.text import tokenize
+from ..weights import CheckpointError, load_state_dict_strict, read_config, read_safetensors
+from .checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from .freezing import apply_official_freezing
+
+logger = logging.getLogger(__name__)
+
+
+def _sample_seed(seed: int, epoch: int, index: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919 + index) % (2**31 - 1)
+
+
+class SeededClips(Dataset):
+    """Wraps a dataset: item (epoch, index) is produced with RNGs seeded from (seed, epoch, index)."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        s = _sample_seed(self.seed, epoch, index)
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                random.seed(s)
+                np.random.seed(s)
+                torch.manual_seed(s)
+                return self.dataset[index]
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+class EpochOrder(torch.utils.data.Sampler):
+    """Deterministic per-epoch permutation, sharded over ranks, optionally skipping the first batches."""
+
+    def __init__(self, size: int, seed: int, rank: int, world: int) -> None:
+        self.size, self.seed, self.rank, self.world = size, seed, rank, world
+        self.epoch = 0
+        self.skip = 0  # indices of this rank to skip (resume mid-epoch)
+
+    def indices(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed + epoch)
+        order = torch.randperm(self.size, generator=g).tolist()
+        per_rank = math.ceil(self.size / self.world)
+        order += order[: per_rank * self.world - self.size]  # pad like DistributedSampler
+        return order[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in self.indices(self.epoch)[self.skip :]:
+            yield (self.epoch, index)
+
+    def __len__(self) -> int:
+        return len(self.indices(self.epoch)) - self.skip
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Trainer:
+    """Builds the model, data, optimizer and schedule from a `TrainConfig` and runs it."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        dataset: Dataset | None = None,
+        collate_fn: Any = None,
+        dist: DistInfo | None = None,
+        progress: bool = True,
+    ) -> None:
+        from ..losses import Criterion, get_loss_preset
+
+        self.config = config.validate()
+        self.dist = dist or init_distributed(config.device)
+        self.device = self.dist.device
+        self.out_dir = Path(config.out_dir)
+        self.progress = progress and self.dist.is_main
+        torch.manual_seed(config.seed + self.dist.rank)
+        self.model_config = config.model_config()
+        self.model = ReferDino(self.model_config)
+        if config.init_weights:
+            self._load_init_weights(config.init_weights)
+        if config.freeze == "official":
+            apply_official_freezing(self.model, train_temporal=config.train_temporal)
+        self.model.to(self.device).train()
+        self.ddp_model: nn.Module = self.model
+        if self.dist.enabled:
+            self.ddp_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+        self.criterion = Criterion(get_loss_preset(config.losses))
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.lr = config.effective_lr(self.dist.world_size)
+        self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(config.lr_drop), gamma=config.lr_gamma
+        )
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        if dataset is None:
+            dataset, collate_fn = self._build_dataset()
+        self.dataset = SeededClips(dataset, config.seed)
+        self.sampler = EpochOrder(len(self.dataset), config.seed, self.dist.rank, self.dist.world_size)
+        self.collate_fn = collate_fn
+        self.state = TrainState()
+        self._csv_path = self.out_dir / "log.csv"
+        self._tb = None
+
+    # ------------------------------------------------------------------ setup helpers
+    def _build_dataset(self) -> tuple[Dataset, Any]:
+        from ..data import build_dataset
+        from ..data.collate import collate_clips
+
+        c = self.config
+        options: dict[str, Any] = {"num_frames": c.num_frames}
+        if c.sampling_step:
+            options["sampling_step"] = c.sampling_step
+        return build_dataset(c.dataset, c.data_root, c.split, **options), collate_clips
+
+    def _load_init_weights(self, path: str) -> None:
+        cfg = read_config(path)
+        if cfg.with_merged_lora(False) != self.model_config.with_merged_lora(False):
+            raise CheckpointError(f"{path} was made for another model configuration than {self.config.model}")
+        state = read_safetensors(Path(path) / "model.safetensors")
+        # weights converted with folded LoRA load into the base weights; fresh adapters start at B = 0
+        load_state_dict_strict(self.model, state, allow_missing=("*.lora_A", "*.lora_B"), source=path)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "epoch": self.state.epoch,
+            "step_in_epoch": self.state.step_in_epoch,
+            "global_step": self.state.global_step,
+            "history": self.state.history,
+            "train_config": self.config.to_json(),
+            "model_config": self.model_config.to_json(),
+        }
+
+    def save(self, tag: str) -> Path:
+        path = self.out_dir / "checkpoints" / f"{tag}.pt"
+        if self.dist.is_main:
+            state = self.checkpoint_state()
+            save_checkpoint(path, state)
+            save_checkpoint(self.out_dir / "checkpoints" / LAST, state)
+        barrier()
+        return path
+
+    def resume(self, path: Path | None = None) -> None:
+        path = path or self.out_dir / "checkpoints" / LAST
+        ckpt = load_checkpoint(path)
+        saved = json.loads(ckpt["model_config"])
+        if saved != json.loads(self.model_config.to_json()):
+            diff = sorted(k for k in set(saved) | set(self.model_config.to_dict())
+                          if saved.get(k) != self.model_config.to_dict().get(k))
+            raise CheckpointError(f"{path} is from another model configuration (differs in {', '.join(diff)})")
+        load_state_dict_strict(self.model, ckpt["model"], source=str(path))
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        self.state = TrainState(ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"], list(ckpt["history"]))
+        logger.info("resumed from %s at epoch %d, step %d", path, self.state.epoch, self.state.global_step)
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, batch: Any) -> dict[str, float]:
+        batch = batch.to(self.device)
+        text = tokenize(batch.captions, self.model_config.text.max_text_len).to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            outputs = self.ddp_model(batch.frames, text, all_layers=True)
+            losses = self.criterion(outputs, batch)
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {self.state.global_step}; lower the lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.clip_max_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_max_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {k: all_reduce_mean(v.detach().float()).item() for k, v in losses.items()}
+
+    # ------------------------------------------------------------------ loop
+    def _loader(self) -> DataLoader:
+        return DataLoader(
+            self.dataset, batch_size=self.config.batch_size, sampler=self.sampler,
+            num_workers=self.config.num_workers, collate_fn=self.collate_fn,
+            persistent_workers=False,
+        )
+
+    def fit(self) -> TrainState:
+        c = self.config
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            (self.out_dir / "train_config.json").write_text(c.to_json())
+            (self.out_dir / "model_config.json").write_text(self.model_config.to_json())
+        while self.state.epoch < c.epochs:
+            if c.max_steps and self.state.global_step >= c.max_steps:
+                break
+            self.sampler.epoch = self.state.epoch
+            self.sampler.skip = self.state.step_in_epoch * c.batch_size
+            self._run_epoch()
+            if c.max_steps and self.state.global_step >= c.max_steps:
+                break
+            self.state.epoch += 1
+            self.state.step_in_epoch = 0
+            self.scheduler.step()
+            self.save(f"epoch_{self.state.epoch:03d}")
+        return self.state
+
+    def _run_epoch(self) -> None:
+        c = self.config
+        loader = self._loader()
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(loader), desc=f"epoch {self.state.epoch + 1}/{c.epochs}", dynamic_ncols=True)
+        start = time.perf_counter()
+        for batch in loader:
+            losses = self.train_step(batch)
+            self.state.step_in_epoch += 1
+            self.state.global_step += 1
+            row = {"step": self.state.global_step, "epoch": self.state.epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                   **losses}
+            self.state.history.append({k: float(v) for k, v in row.items()})
+            if self.dist.is_main and (self.state.global_step % c.log_every == 0):
+                self._log(row)
+            if bar is not None:
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(loss=f"{losses['loss']:.3f}", clips_s=f"{bar.n * c.batch_size / max(elapsed, 1e-9):.2f}")
+                bar.update(1)
+            if c.ckpt_every and self.state.global_step % c.ckpt_every == 0:
+                self.save(f"step_{self.state.global_step:07d}")
+            if c.max_steps and self.state.global_step >= c.max_steps:
+                break
+        if bar is not None:
+            bar.close()
+
+    def _log(self, row: dict[str, float]) -> None:
+        new = not self._csv_path.exists()
+        with self._csv_path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
+            except Exception:  # noqa: BLE001 - tensorboard is optional
+                self._tb = False
+        if self._tb:
+            for key, value in row.items():
+                if key not in ("step", "epoch"):
+                    self._tb.add_scalar(key, value, int(row["step"]))
