@@ -33,6 +33,8 @@ class TrainConfig:
     split: str = "train"
     num_frames: int = 6  #: frames per training clip (1 for image datasets)
     sampling_step: int = 0  #: MeViS anchor step in frames (0: the dataset's default)
+    augment: Literal["official", "light"] = "official"  #: official resize/crop/flip/colour, or flip/colour only
+    reverse_prob: float = 0.3  #: probability of playing a training clip backwards (official 0.3)
     init_weights: str = ""  #: folder written by `referdino convert` / save_pretrained to start from
     freeze: Literal["official", "none"] = "official"  #: official trainable set, or train everything
     train_temporal: bool = True  #: the temporal decoder trains (video datasets)
@@ -121,6 +123,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "synthetic_tiny": TrainConfig(
         model="tiny", losses="tiny", dataset="ytvos", data_root="data/synthetic", num_frames=4, freeze="none",
         lr=2e-4, scale_lr=False, epochs=4, lr_drop=(3,), batch_size=2, num_workers=0, clip_max_norm=1.0,
+        augment="light", reverse_prob=0.0,  # time reversal would contradict the motion expressions
         ckpt_every=200, log_every=5, out_dir="runs/synthetic_tiny",
     ),
 }

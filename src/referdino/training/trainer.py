@@ -50,6 +50,8 @@ class SeededClips(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         epoch, index = key
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
         s = _sample_seed(self.seed, epoch, index)
         py_state, np_state = random.getstate(), np.random.get_state()
         try:
@@ -150,9 +152,13 @@ class Trainer:
         from ..data.collate import collate_clips
 
         c = self.config
-        options: dict[str, Any] = {"num_frames": c.num_frames}
+        options: dict[str, Any] = {"num_frames": c.num_frames, "reverse_prob": c.reverse_prob}
         if c.sampling_step:
             options["sampling_step"] = c.sampling_step
+        if c.augment == "light":
+            from ..data.transforms import Compose, Normalize, PhotometricDistort, RandomHorizontalFlip
+
+            options["transform"] = Compose([RandomHorizontalFlip(), PhotometricDistort(), Normalize()])
         return build_dataset(c.dataset, c.data_root, c.split, **options), collate_clips
 
     def _load_init_weights(self, path: str) -> None:
@@ -229,6 +235,8 @@ class Trainer:
             self.dataset, batch_size=self.config.batch_size, sampler=self.sampler,
             num_workers=self.config.num_workers, collate_fn=self.collate_fn,
             persistent_workers=False,
+            # its own generator: creating the loader must not draw from the global RNG (exact resume)
+            generator=torch.Generator().manual_seed(self.config.seed + self.state.epoch),
         )
 
     def fit(self) -> TrainState:
