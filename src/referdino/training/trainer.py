@@ -239,19 +239,34 @@ class Trainer:
             generator=torch.Generator().manual_seed(self.config.seed + self.state.epoch),
         )
 
+    def _out_of_budget(self) -> bool:
+        c = self.config
+        if c.max_steps and self.state.global_step >= c.max_steps:
+            return True
+        if not c.max_minutes:
+            return False
+        # every rank must stop at the same step: rank 0's clock decides
+        late = torch.tensor(float((time.perf_counter() - self._fit_start) / 60 >= c.max_minutes))
+        if self.dist.enabled:
+            late = late.to(self.device)
+            torch.distributed.broadcast(late, src=0)
+        return bool(late.item())
+
     def fit(self) -> TrainState:
         c = self.config
+        self._fit_start = time.perf_counter()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
             (self.out_dir / "train_config.json").write_text(c.to_json())
             (self.out_dir / "model_config.json").write_text(self.model_config.to_json())
         while self.state.epoch < c.epochs:
-            if c.max_steps and self.state.global_step >= c.max_steps:
+            if self._out_of_budget():
                 break
             self.sampler.epoch = self.state.epoch
             self.sampler.skip = self.state.step_in_epoch * c.batch_size
             self._run_epoch()
-            if c.max_steps and self.state.global_step >= c.max_steps:
+            if self._out_of_budget():
+                self.save(f"step_{self.state.global_step:07d}")
                 break
             self.state.epoch += 1
             self.state.step_in_epoch = 0
@@ -283,7 +298,7 @@ class Trainer:
                 bar.update(1)
             if c.ckpt_every and self.state.global_step % c.ckpt_every == 0:
                 self.save(f"step_{self.state.global_step:07d}")
-            if c.max_steps and self.state.global_step >= c.max_steps:
+            if self._out_of_budget():
                 break
         if bar is not None:
             bar.close()

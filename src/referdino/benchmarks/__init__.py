@@ -1,0 +1,1 @@
+"""Reproducible experiments: `python -m referdino.benchmarks.synthetic --out DIR` (the learning proof)."""

@@ -1,0 +1,1 @@
+"""Inference on whole videos: several expressions share the text-independent visual work."""
