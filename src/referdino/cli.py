@@ -68,6 +68,12 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from .inference.commands import run_segment
+
+    return run_segment(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="referdino", description="ReferDINO referring video object segmentation")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -104,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
+    from .inference.commands import add_segment_arguments
+
+    p = sub.add_parser("segment", help="segment the object a sentence refers to in a video, frame folder or image")
+    add_segment_arguments(p)
+    p.set_defaults(func=_cmd_segment)
+
     from .synth.generator import add_synth_arguments
 
     p = sub.add_parser("synth", help="write the synthetic RVOS world (Ref-YouTube-VOS layout)")
@@ -115,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from .parity import FixtureError
     from .processing.text import ExpressionError
+    from .inference.video_io import VideoError
+    from .inference.writers import OutputError
     from .training.config import ConfigError
     from .weights import CheckpointError
 
@@ -122,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (CheckpointError, FixtureError, ExpressionError, ConfigError, FileNotFoundError, ValueError) as exc:
+    except (CheckpointError, FixtureError, ExpressionError, ConfigError, VideoError, OutputError, FileNotFoundError,
+            ValueError) as exc:
         print(f"referdino {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

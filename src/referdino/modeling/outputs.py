@@ -4,6 +4,7 @@ C channels, H/W the stride-4 mask grid."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -36,3 +37,4 @@ class ReferDinoOutput:
     interm_boxes: torch.Tensor | None = None  #: (B, T, num_queries, 4) two-stage proposal boxes
     interm_masks: torch.Tensor | None = None  #: (B, T, num_queries, H, W) proposal masks (training)
     selections: ForcedSelections | None = None  #: the discrete choices that were made
+    tracker_state: Any = None  #: tracker memory after the last frame (continue a long video in windows)

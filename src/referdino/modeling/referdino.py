@@ -264,18 +264,19 @@ class ReferDino(nn.Module):
         layers = grounding.layers if all_layers else grounding.layers[-1:]
         preds = []
         perm = None
+        new_state = None
         for i, layer in enumerate(layers):
             last = i == len(layers) - 1
             q = layer.hidden.shape[1]
-            pred, p, _ = self.predict_layer(
+            pred, p, state = self.predict_layer(
                 layer.hidden.view(b, t, q, -1), layer.reference.view(b, t, q, 4), text_bt, text.token_mask, pixel,
-                temporal=temporal, tracker_state=tracker_state,
+                temporal=temporal, tracker_state=tracker_state if last else None,
                 forced_track=forced.track if (forced is not None and last) else None,
                 record=record if last else None,
             )
             preds.append(pred)
             if last:
-                perm = p
+                perm, new_state = p, state
         final = preds[-1]
         k = grounding.proposal_logits.shape[1]
         interm_masks = None
@@ -299,6 +300,7 @@ class ReferDino(nn.Module):
             selections=ForcedSelections(
                 topk=None, kept=[layer.kept for layer in grounding.layers], track=perm
             ),
+            tracker_state=new_state,
         )
 
     # ------------------------------------------------------------------ persistence (I/O lives in weights.py)
@@ -337,3 +339,35 @@ class ReferDino(nn.Module):
 
                 buf.copy_(relative_position_index(window))
         return model.to(device).eval()
+
+    def segment(
+        self,
+        video,  # type: ignore[no-untyped-def]
+        expressions: str | list[str],
+        *,
+        multi: bool = False,
+        threshold: float = 0.2,
+        window: int = 36,
+        short_side: int = 360,
+    ):
+        """Segment `video` (a path to a video/frame folder/image, a (T, H, W, 3) uint8 array or a list of
+        HxWx3 arrays) for each expression; returns a `referdino.inference.segment.SegmentationResult` with
+        per-expression masks (T, H, W), boxes (T, 4) xyxy pixels and scores (T,)."""
+        import numpy as np
+
+        from ..inference.segment import segment_frames
+        from ..inference.video_io import open_video, to_rgb8
+
+        exprs = [expressions] if isinstance(expressions, str) else list(expressions)
+        fps = 25.0
+        if isinstance(video, (str,)) or hasattr(video, "__fspath__"):
+            source = open_video(video)
+            frames, fps = source.frames, source.fps
+        else:
+            arrays = [to_rgb8(np.asarray(f)) for f in video]
+            frames = lambda: ((f"{i:05d}", a) for i, a in enumerate(arrays))  # noqa: E731
+        device = next(self.parameters()).device
+        return segment_frames(
+            self, frames(), exprs, window=window, short_side=short_side, multi=multi, threshold=threshold,
+            device=device, fps=fps,
+        )
