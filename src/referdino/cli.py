@@ -74,6 +74,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return run_segment(args)
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .inference.demo import run_demo
+
+    return run_demo(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="referdino", description="ReferDINO referring video object segmentation")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -115,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("segment", help="segment the object a sentence refers to in a video, frame folder or image")
     add_segment_arguments(p)
     p.set_defaults(func=_cmd_segment)
+
+    from .inference.demo import add_demo_arguments
+
+    p = sub.add_parser("demo", help="segment a generated clip with the embedded demo model (offline)")
+    add_demo_arguments(p)
+    p.set_defaults(func=_cmd_demo)
 
     from .synth.generator import add_synth_arguments
 
