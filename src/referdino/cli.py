@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_arguments(p)
     p.set_defaults(func=_cmd_demo)
 
+    from .evaluation.cli import add_evaluate_arguments
+
+    add_evaluate_arguments(sub)
+
     from .synth.generator import add_synth_arguments
 
     p = sub.add_parser("synth", help="write the synthetic RVOS world (Ref-YouTube-VOS layout)")

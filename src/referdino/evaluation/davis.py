@@ -67,7 +67,8 @@ def evaluate_davis(pred_dir: str | Path, davis_root: str | Path, *, subset: str 
     anno_dirs = [pred_root / f"anno_{k}" for k in range(annotators)]
     for d in anno_dirs:
         if not d.is_dir():
-            raise DatasetError(f"{d}: missing annotator folder; write anno_0 .. anno_{annotators - 1}/<seq>/<frame>.png")
+            raise DatasetError(f"{d}: missing annotator folder; "
+                               f"write anno_0 .. anno_{annotators - 1}/<seq>/<frame>.png")
 
     per_annotator: list[dict[str, Any]] = [{"objects": []} for _ in anno_dirs]
     for seq in sequences:
@@ -115,7 +116,8 @@ def _sequences(root: Path, subset: str) -> list[str]:
         raise DatasetError(f"{list_file}: missing sequence list; download the DAVIS-2017 trainval ImageSets")
     annotations = root / "Annotations_unsupervised" / "480p"
     if not annotations.is_dir():
-        raise DatasetError(f"{annotations}: missing ground truth; download DAVIS-2017 'Annotations_unsupervised' (480p)")
+        raise DatasetError(f"{annotations}: missing ground truth; "
+                           f"download DAVIS-2017 'Annotations_unsupervised' (480p)")
     sequences = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
     if not sequences:
         raise DatasetError(f"{list_file}: empty sequence list; use the DAVIS-2017 {subset}.txt")

@@ -68,7 +68,8 @@ def evaluate_mevis(pred_dir: str | Path, gt_dir: str | Path, *, workers: int = 1
     """
     pred_root = Path(pred_dir)
     if not pred_root.is_dir():
-        raise DatasetError(f"{pred_root}: prediction folder not found; pass the folder holding <video>/<exp_id>/<frame>.png")
+        raise DatasetError(f"{pred_root}: prediction folder not found; "
+                           f"pass the folder holding <video>/<exp_id>/<frame>.png")
     tasks = _build_tasks(pred_root, Path(gt_dir))
     missing = sorted({t.video for t in tasks if not Path(t.pred_dir).parent.is_dir()})
     if missing and strict:
@@ -210,21 +211,34 @@ def _gt_frame(task: _Task, index: int) -> np.ndarray | None:
     return target
 
 
+def _rle_size(task: _Task) -> tuple[int, ...] | None:
+    for track in task.rle_tracks:
+        for rle in track:
+            if rle and isinstance(rle, Mapping) and isinstance(rle.get("size"), list) and len(rle["size"]) == 2:
+                return (int(rle["size"][0]), int(rle["size"][1]))
+    return None
+
+
 def _score_expression(task: _Task) -> tuple[float, float]:
     """Mean J and mean F over the frames of one expression."""
     pred_dir = Path(task.pred_dir)
     if not pred_dir.is_dir():
         raise DatasetError(f"{pred_dir}: no predictions for expression {task.exp_id!r} of video {task.video!r}; "
                            f"write <video>/<exp_id>/<frame>.png for every expression")
+    size = _rle_size(task)  # frames without any target take the size of the others
     js, fs = [], []
     for i, frame in enumerate(task.frames):
         pred = read_binary_png(pred_dir / f"{frame}.png")
         gt = _gt_frame(task, i)
-        if gt is None:
-            gt = np.zeros(pred.shape, dtype=bool)
-        if gt.shape != pred.shape:
+        if gt is not None:
+            size = gt.shape
+        elif size is None:
+            size = pred.shape
+        if pred.shape != size:
             raise DatasetError(f"{pred_dir / f'{frame}.png'}: prediction is {pred.shape[0]}x{pred.shape[1]} but "
-                               f"the ground truth is {gt.shape[0]}x{gt.shape[1]}; save masks at the original frame size")
+                               f"the ground truth is {size[0]}x{size[1]}; save masks at the original frame size")
+        if gt is None:
+            gt = np.zeros(size, dtype=bool)
         js.append(region_similarity(pred, gt))
         fs.append(contour_accuracy(pred, gt))
     return float(np.mean(js)), float(np.mean(fs))
