@@ -7,7 +7,7 @@ from referdino.benchmarks.synthetic import main
 
 def test_learning_proof_pipeline_writes_results(tmp_path):
     out = tmp_path / "proof"
-    assert main(["--out", str(out), "--minutes", "0.03", "--train-videos", "2", "--valid-videos", "1",
+    assert main(["--out", str(out), "--minutes", "0.03", "--train-videos", "2", "--valid-videos", "3",
                  "--no-progress"]) == 0
     results = json.loads((out / "results.json").read_text())
     for key in ("jf_static", "jf_motion", "jf_motion_no_temporal", "jf_static_no_temporal"):

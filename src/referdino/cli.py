@@ -80,6 +80,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from .evaluation.predict_split import predict_split
+    from .inference.commands import load_model
+    from .training.distributed import cleanup, init_distributed
+
+    dist = init_distributed(args.device)
+    try:
+        model = load_model(args.checkpoint, str(dist.device))
+        out = predict_split(
+            model, args.dataset, args.data_root, args.split, args.out, multi=args.multi, threshold=args.threshold,
+            window=args.window, short_side=args.short_side, device=str(dist.device), rank=dist.rank,
+            world_size=dist.world_size, progress=not args.no_progress, max_videos=args.max_videos,
+        )
+    finally:
+        cleanup()
+    if dist.is_main:
+        print(f"predictions written: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="referdino", description="ReferDINO referring video object segmentation")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -127,6 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="segment a generated clip with the embedded demo model (offline)")
     add_demo_arguments(p)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("infer", help="run a checkpoint over a benchmark split; writes PNGs and the submission zip")
+    p.add_argument("dataset", choices=["ytvos", "mevis", "davis"])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data-root", required=True, help="dataset folder in its official layout")
+    p.add_argument("--split", default="valid")
+    p.add_argument("--out", required=True)
+    p.add_argument("--multi", action="store_true", help="MeViS: every query above --threshold")
+    p.add_argument("--threshold", type=float, default=0.2)
+    p.add_argument("--window", type=int, default=36)
+    p.add_argument("--short-side", type=int, default=360)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-videos", type=int, default=0, help="only the first N videos (smoke tests)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_infer)
 
     from .evaluation.cli import add_evaluate_arguments
 
