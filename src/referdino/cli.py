@@ -100,6 +100,14 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .training.export import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.dst, fold=not args.keep_lora)
+    print(f"exported {args.checkpoint} -> {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="referdino", description="ReferDINO referring video object segmentation")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -135,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoints/last.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("export", help="training checkpoint (.pt) -> model folder for segment/infer")
+    p.add_argument("checkpoint", help="e.g. runs/x/checkpoints/last.pt")
+    p.add_argument("dst", help="output folder (config.json + model.safetensors)")
+    p.add_argument("--keep-lora", action="store_true", help="keep LoRA adapters separate (default: fold them)")
+    p.set_defaults(func=_cmd_export)
 
     from .inference.commands import add_segment_arguments
 

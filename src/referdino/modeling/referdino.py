@@ -166,7 +166,9 @@ class ReferDino(nn.Module):
         b, t, q, c = hidden.shape
         state = None
         perm = hidden.new_zeros((b, 0, q), dtype=torch.long)
-        if temporal and self.temporal_decoder is not None:
+        if temporal:
+            # the tracker aligns query slots over time whenever there is time to align (also without the
+            # temporal decoder: sequence-level matching needs slot j to be one object in every frame)
             hidden, reference, perm, state = track(
                 hidden, reference, text, text_mask,
                 alpha=self.config.tracking_alpha, confidence=self.config.tracker_confidence,
@@ -175,7 +177,8 @@ class ReferDino(nn.Module):
             if record is not None:
                 record["temporal_in_hs"] = hidden
                 record["temporal_in_sent"] = text[:, :, :1].expand(-1, -1, q, -1)
-            hidden = self.temporal_decoder(hidden, text[:, :, 0])
+            if self.temporal_decoder is not None:
+                hidden = self.temporal_decoder(hidden, text[:, :, 0])
             if record is not None:
                 record["temporal_out"] = hidden
         frame_text = text.flatten(0, 1)
