@@ -166,3 +166,14 @@ def test_output_under_a_file_is_an_error(checkpoint, tmp_path, capsys):
     code, _, err = _run(["segment", str(image), "--text", "a", "--checkpoint", str(checkpoint), "--out",
                          str(blocker / "o"), "--no-progress"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "writable" in err, err
+
+
+def test_demo_runs_offline_with_the_embedded_model(tmp_path, capsys):
+    from referdino.demo_model import demo_model_path
+
+    assert demo_model_path() is not None
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--no-video"]) == 0
+    out = capsys.readouterr().out
+    assert "embedded demo model" in out and "J&F against the generated ground truth" in out
+    dirs = list((tmp_path / "demo").iterdir())
+    assert dirs and all((d / "masks.json").is_file() for d in dirs)
