@@ -162,8 +162,12 @@ def read_config(directory: str | os.PathLike):  # type: ignore[no-untyped-def]
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise CheckpointError(f"{directory} has no {CONFIG_NAME}: is it a folder written by save_pretrained/convert?")
+    return ReferDinoConfig.from_dict(read_json_file(path))
+
+
+def read_json_file(path: Path) -> object:
+    """Parse a JSON file; invalid JSON is a one-line `CheckpointError`."""
     try:
-        data = json.loads(path.read_text())
+        return json.loads(Path(path).read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path} is not valid JSON ({exc})") from None
-    return ReferDinoConfig.from_dict(data)

@@ -48,11 +48,11 @@ def convert_checkpoint(
         summary = f"{len(report.used)} keys used, {len(report.aliases)} shared copies collapsed, " \
                   f"{len(report.ignored)} ignored; ReferDINO-only modules keep their initialisation"
     elif source == "hf":
-        from .hf import REFERDINO_ONLY as HF_ONLY
+        from .groundingdino import REFERDINO_ONLY
         from .hf import convert_hf
 
         ours, ignored = convert_hf(state, config)
-        allow_missing = HF_ONLY
+        allow_missing = REFERDINO_ONLY
         summary = f"{len(state) - len(ignored)} keys used, {len(ignored)} ignored; " \
                   "ReferDINO-only modules keep their initialisation"
     else:

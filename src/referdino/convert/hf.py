@@ -38,18 +38,9 @@ import torch
 from ..config import ReferDinoConfig, SwinConfig, TextConfig
 from ..modeling.swin import relative_position_index
 from ..processing.text import SPECIAL_TOKEN_IDS
-from ..weights import WEIGHTS_NAME, CheckpointError, _matches, read_safetensors
+from ..weights import WEIGHTS_NAME, CheckpointError, _matches, read_json_file, read_safetensors
 
-#: our keys that a GroundingDINO checkpoint cannot fill (fnmatch patterns, for `allow_missing`); the LoRA
-#: adapters are there for a model built with unmerged LoRA (training from GroundingDINO weights)
-REFERDINO_ONLY = (
-    "backbone.norm0.*",
-    "pixel_decoder.*",
-    "mask_decoder.*",
-    "temporal_decoder.*",
-    "*.lora_A",
-    "*.lora_B",
-)
+from .groundingdino import REFERDINO_ONLY  # the ReferDINO-only keys of any GroundingDINO source
 
 _SWIN = ("model.backbone.conv_encoder.model.swin.", "model.backbone.conv_encoder.model.")  # current, older
 _BLOCK = "encoder.layers.{i}.blocks.{j}."
@@ -473,11 +464,7 @@ def load_hf_config(path: str | os.PathLike, base: ReferDinoConfig | None = None)
     file = p / "config.json" if p.is_dir() else p.with_name("config.json")
     if not file.is_file():
         raise CheckpointError(f"no config.json beside {p}: give the ReferDINO config explicitly")
-    try:
-        data = json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{file} is not valid JSON ({exc})") from None
-    return config_from_hf(data, base)
+    return config_from_hf(read_json_file(file), base)
 
 
 __all__ = [

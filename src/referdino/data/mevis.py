@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .records import CocoMasks, DatasetError, DatasetRecords, ExpressionRecord, VideoRecord, read_json, require
+from .ytvos import jpeg_video_record
 
 __all__ = ["read_mevis"]
 
@@ -58,14 +59,8 @@ def read_mevis(root: str | Path, split: str = "train", *, sampling_step: int = S
     expressions: list[ExpressionRecord] = []
     for vid, entry in videos.items():
         where = f"{expressions_file}: videos/{vid}"
-        frames = require(entry, "frames", list, where)
-        if not frames or not all(isinstance(f, str) for f in frames):
-            raise DatasetError(f"{where}: 'frames' should be a non-empty list of frame names")
-        frame_dir = split_dir / "JPEGImages" / vid
-        if not frame_dir.is_dir():
-            raise DatasetError(f"{frame_dir}: missing frames folder of video {vid!r}")
-        frame_ids = tuple(sorted(frames))
-        video_records[vid] = VideoRecord(vid, frame_ids, tuple(frame_dir / f"{f}.jpg" for f in frame_ids))
+        video_records[vid] = jpeg_video_record(entry, where, split_dir, vid)
+        frame_ids = video_records[vid].frame_ids
         for exp_id, exp in require(entry, "expressions", dict, where).items():
             exp_where = f"{where}/expressions/{exp_id}"
             caption = require(exp, "exp", str, exp_where)

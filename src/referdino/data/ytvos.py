@@ -23,6 +23,18 @@ from .records import DatasetError, DatasetRecords, ExpressionRecord, PaletteMask
 __all__ = ["read_ytvos", "read_ytvos_layout"]
 
 
+
+def jpeg_video_record(entry: Any, where: str, split_dir: Path, vid: str) -> VideoRecord:
+    """The `VideoRecord` of a meta_expressions entry whose frames are `<split>/JPEGImages/<vid>/<frame>.jpg`."""
+    frames = require(entry, "frames", list, where)
+    if not frames or not all(isinstance(f, str) for f in frames):
+        raise DatasetError(f"{where}: 'frames' should be a non-empty list of frame names")
+    frame_dir = split_dir / "JPEGImages" / vid
+    if not frame_dir.is_dir():
+        raise DatasetError(f"{frame_dir}: missing frames folder of video {vid!r}")
+    frame_ids = tuple(sorted(frames))
+    return VideoRecord(vid, frame_ids, tuple(frame_dir / f"{f}.jpg" for f in frame_ids))
+
 def _videos(path: Path, what: str) -> dict[str, Any]:
     videos = require(read_json(path, what), "videos", dict, str(path))
     if not videos:
@@ -57,14 +69,8 @@ def read_ytvos_layout(root: str | Path, split: str, *, name: str, meta_required:
         if exclude and vid in exclude:
             continue
         where = f"{expressions_file}: videos/{vid}"
-        frames = require(entry, "frames", list, where)
-        if not frames or not all(isinstance(f, str) for f in frames):
-            raise DatasetError(f"{where}: 'frames' should be a non-empty list of frame names")
-        frame_dir = split_dir / "JPEGImages" / vid
-        if not frame_dir.is_dir():
-            raise DatasetError(f"{frame_dir}: missing frames folder of video {vid!r}")
-        frame_ids = tuple(sorted(frames))
-        video_records[vid] = VideoRecord(vid, frame_ids, tuple(frame_dir / f"{f}.jpg" for f in frame_ids))
+        video_records[vid] = jpeg_video_record(entry, where, split_dir, vid)
+        frame_ids = video_records[vid].frame_ids
         palette = PaletteMasks(tuple(annotations / vid / f"{f}.png" for f in frame_ids)) if has_masks else None
         video_objects = None
         if objects is not None:
