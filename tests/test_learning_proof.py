@@ -1,4 +1,4 @@
-"""Smoke test of the learning-proof pipeline (the real run takes ~55 minutes; see README)."""
+"""Smoke test of the learning-proof pipeline (the real run takes about 45 minutes; see README)."""
 
 import json
 
@@ -7,11 +7,17 @@ from referdino.benchmarks.synthetic import main
 
 def test_learning_proof_pipeline_writes_results(tmp_path):
     out = tmp_path / "proof"
-    assert main(["--out", str(out), "--minutes", "0.03", "--train-videos", "2", "--valid-videos", "3",
-                 "--no-progress"]) == 0
+    assert main(["--out", str(out), "--image-minutes", "0.02", "--minutes", "0.02", "--train-videos", "2",
+                 "--valid-videos", "3", "--no-progress"]) == 0
     results = json.loads((out / "results.json").read_text())
     for key in ("jf_static", "jf_motion", "jf_motion_no_temporal", "jf_static_no_temporal"):
         assert 0.0 <= results[key] <= 1.0
     assert results["train_minutes"] > 0 and results["train_steps"] >= 1
     assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "runs" / "temporal" / "checkpoints" / "last.pt").is_file()
+    assert results["image_steps"] >= 1 and results["train_steps"] > results["image_steps"]
+    for phase in ("image", "temporal", "no_temporal"):
+        assert (out / "runs" / phase / "checkpoints" / "last.pt").is_file()
+    assert (out / "runs" / "image" / "model" / "model.safetensors").is_file()
+    # the video phases started from the image phase (the no-temporal one without the temporal decoder)
+    cfg = json.loads((out / "runs" / "no_temporal" / "train_config.json").read_text())
+    assert cfg["init_weights"].endswith("model") and str(cfg["model_overrides"]["temporal_layers"]) == "0"

@@ -1,77 +1,271 @@
-"""Model-only timing on random frames with random weights (`referdino benchmark`)."""
+"""Model-only speed measurement (`referdino benchmark`), as the paper measures it.
+
+Frames are random, already "decoded and resized"; the weights are random at the preset's full size. One timed
+run is the whole inference path for a clip: the Swin backbone once per frame (shared by the expressions), the
+text encoder once per expression, grounding, tracking, temporal decoder, masks, and the post-processing to a
+binary mask per frame at the frame size. Warm-up runs come first; the reported time is the median.
+
+Besides time it reports, for the same clip:
+- FLOPs per frame counted by `torch.utils.flop_counter` (matmuls, convolutions, attention; the sampling in
+  deformable attention is not a FLOP-counted op and is negligible), and the decoder's share;
+- the fp32 matmul rate of this machine at the same thread count, and the "floor" = FLOPs / rate;
+- peak memory: RSS on a CPU (process high-water mark), `torch.cuda.max_memory_allocated` on a GPU;
+- optionally (`--compare transformers`) transformers' GroundingDINO (its default = grounding-dino-tiny layout,
+  random weights) run per frame in the same process and conditions, and the ratio ours / theirs.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from .config import get_preset
+from .config import PRESETS, ReferDinoConfig, get_preset
 from .modeling.referdino import ReferDino
-from .processing.text import tokenize
+from .processing.postprocess import best_query, binary_masks
+
+EXPRESSIONS = (
+    "the red ball rolling to the left",
+    "a small dog jumping over the fence",
+    "the person in a white shirt riding a bike",
+    "the cat that stays still on the sofa",
+)
+
+#: `--config swint` / `swinb` are the Ref-YouTube-VOS presets (the paper's speed figures)
+CONFIG_ALIASES = {"swint": "ytvos_swint", "swinb": "ytvos_swinb"}
 
 
 @dataclass
 class BenchmarkResult:
     preset: str
     device: str
+    dtype: str
     threads: int
     frames: int
     height: int
     width: int
+    expressions: int
+    pruning: bool
     seconds_per_run: list[float]
-    seconds_per_frame: float
+    ms_per_frame: float
     frames_per_second: float
-    peak_rss_gib: float
+    peak_memory_gib: float
+    memory_kind: str  #: "rss" (CPU) or "cuda_max_allocated"
+    gflop_per_frame: float | None = None
+    decoder_gflop_per_frame: float | None = None
+    matmul_gflops: float | None = None  #: measured fp32 matmul rate (GFLOP/s)
+    floor_ms_per_frame: float | None = None  #: gflop_per_frame / matmul rate
+    floor_ratio: float | None = None  #: ms_per_frame / floor_ms_per_frame
+    transformers_ms_per_frame: float | None = None
+    ratio: float | None = None  #: ours / transformers
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ours_ms_per_frame(self) -> float:
+        return self.ms_per_frame
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ours_ms_per_frame"] = self.ms_per_frame
+        return d
 
     def __str__(self) -> str:
-        return (
-            f"{self.preset} on {self.device} ({self.threads} threads), {self.frames} frames {self.height}x{self.width}: "
-            f"{self.seconds_per_frame:.3f} s/frame ({self.frames_per_second:.2f} frames/s), "
-            f"runs {', '.join(f'{s:.2f}' for s in self.seconds_per_run)} s, peak RSS {self.peak_rss_gib:.2f} GiB"
-        )
+        lines = [
+            f"{self.preset} on {self.device} ({self.dtype}, {self.threads} threads), {self.frames} frames "
+            f"{self.height}x{self.width}, {self.expressions} expression(s), pruning {'on' if self.pruning else 'off'}",
+            f"  ours: {self.ms_per_frame:.1f} ms/frame ({self.frames_per_second:.2f} frames/s); runs "
+            + ", ".join(f"{s:.2f}" for s in self.seconds_per_run) + " s; peak "
+            + f"{'RSS' if self.memory_kind == 'rss' else 'CUDA allocated'} {self.peak_memory_gib:.2f} GiB",
+        ]
+        if self.gflop_per_frame is not None:
+            lines.append(f"  {self.gflop_per_frame:.1f} GFLOP/frame (decoder {self.decoder_gflop_per_frame:.2f})")
+        if self.floor_ms_per_frame is not None:
+            lines.append(
+                f"  matmul {self.matmul_gflops:.0f} GFLOP/s -> floor {self.floor_ms_per_frame:.1f} ms/frame; "
+                f"ours = {self.floor_ratio:.2f}x floor"
+            )
+        if self.transformers_ms_per_frame is not None:
+            lines.append(
+                f"  transformers GroundingDINO: {self.transformers_ms_per_frame:.1f} ms/frame; "
+                f"ratio ours/transformers = {self.ratio:.2f}"
+            )
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def resolve_preset(name: str) -> str:
+    name = CONFIG_ALIASES.get(name, name)
+    if name not in PRESETS:
+        raise ValueError(f"unknown config {name!r}; use swint, swinb or one of {sorted(PRESETS)}")
+    return name
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device, dtype: str):  # type: ignore[no-untyped-def]
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[dtype])
+
+
+def time_calls(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """Rate of a large fp32 matmul at the current thread count (the best of `repeats`)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    best = min(time_calls(lambda: a @ b, device, repeats, warmup=2))
+    return 2 * n**3 / best / 1e9
+
+
+def segment_clip(model: ReferDino, pixels: torch.Tensor, expressions: list[str]) -> list[torch.Tensor]:
+    """The timed work: the inference path for a clip plus masks at the frame size for each expression."""
+    from .inference.predictor import run_expressions
+
+    out = run_expressions(model, pixels, expressions)
+    size = (pixels.shape[-2], pixels.shape[-1])
+    return [binary_masks(out.pred_masks[i, :, best_query(out.pred_logits[i])], size) for i in range(len(expressions))]
+
+
+def count_flops(fn: Callable[[], object]) -> tuple[float, dict[str, float]]:
+    """Total FLOPs of `fn()` and per top-level submodule of the model (keys like 'decoder')."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    per_module: dict[str, float] = {}
+    for name, counts in counter.get_flop_counts().items():
+        parts = name.split(".")
+        if len(parts) == 2:  # "ReferDino.<child>"
+            per_module[parts[1]] = float(sum(counts.values()))
+    return float(counter.get_total_flops()), per_module
+
+
+def build_model(preset: str, pruning: bool = True) -> tuple[ReferDino, ReferDinoConfig]:
+    config = get_preset(preset).with_merged_lora()
+    if not pruning:
+        from dataclasses import replace
+
+        config = replace(config, query_decay=1.0)
+    return ReferDino(config).eval(), config
+
+
+def transformers_ms_per_frame(
+    height: int, width: int, expression: str, device: torch.device, dtype: str, repeats: int
+) -> float:
+    """transformers' GroundingDINO (default config = grounding-dino-tiny layout, random weights), one frame per
+    call as its API works (text encoder included in every call)."""
+    try:
+        from transformers import AutoTokenizer  # noqa: F401
+        from transformers import GroundingDinoConfig, GroundingDinoForObjectDetection
+    except ImportError as exc:  # pragma: no cover - transformers is a dependency
+        raise RuntimeError(f"--compare transformers needs the transformers package ({exc})") from None
+    from .processing.text import tokenize
+
+    torch.manual_seed(0)
+    model = GroundingDinoForObjectDetection(GroundingDinoConfig()).eval().to(device)
+    text = tokenize([expression]).to(device)
+    pixels = torch.randn(1, 3, height, width, device=device)
+    inputs = dict(
+        pixel_values=pixels, input_ids=text.input_ids, attention_mask=text.attention_mask,
+        token_type_ids=torch.zeros_like(text.input_ids), pixel_mask=torch.ones(1, height, width, dtype=torch.long,
+                                                                                device=device),
+    )
+
+    def run() -> None:
+        with torch.inference_mode(), _autocast(device, dtype):
+            model(**inputs)
+
+    times = time_calls(run, device, repeats)
+    del model
+    return statistics.median(times) * 1000
 
 
 def run_benchmark(
     preset: str = "ytvos_swint",
-    frames: int = 8,
+    frames: int = 36,
     size: int = 360,
     threads: int | None = None,
     repeats: int = 3,
     json_path: str | None = None,
-    expression: str = "the red ball rolling to the left",
+    *,
+    device: str = "cpu",
+    dtype: str = "fp32",
+    expressions: int = 1,
+    pruning: bool = True,
+    compare: str | None = None,
+    flops: bool = True,
 ) -> BenchmarkResult:
+    preset = resolve_preset(preset)
     if threads:
         torch.set_num_threads(threads)
+    if not 1 <= expressions <= len(EXPRESSIONS):
+        raise ValueError(f"--expressions must be between 1 and {len(EXPRESSIONS)}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: no CUDA device is available")
     torch.manual_seed(0)
-    config = get_preset(preset)
-    config = config.with_merged_lora()
-    model = ReferDino(config).eval()
+    model, _ = build_model(preset, pruning)
+    model.to(dev)
     height, width = size, int(round(size * 16 / 9))
-    pixels = torch.randn(1, frames, 3, height, width)
-    text = tokenize([expression])
-    times = []
-    with torch.inference_mode():
-        model(pixels, text)  # warm-up
-        for _ in range(repeats):
-            start = time.perf_counter()
-            out = model(pixels, text)
-            # post-processing to masks at the frame size is part of the measured work
-            from .processing.postprocess import best_query, binary_masks
+    pixels = torch.randn(frames, 3, height, width, device=dev)
+    exprs = list(EXPRESSIONS[:expressions])
 
-            j = best_query(out.pred_logits[0])
-            binary_masks(out.pred_masks[0, :, j], (height, width))
-            times.append(time.perf_counter() - start)
+    def run() -> None:
+        with torch.inference_mode(), _autocast(dev, dtype):
+            segment_clip(model, pixels, exprs)
+
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    times = time_calls(run, dev, repeats)
+    if dev.type == "cuda":
+        peak, kind = torch.cuda.max_memory_allocated(dev) / 2**30, "cuda_max_allocated"
+    else:
+        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "rss"
     per_frame = statistics.median(times) / frames
     result = BenchmarkResult(
-        preset, "cpu", torch.get_num_threads(), frames, height, width, times, per_frame, 1 / per_frame,
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        preset, str(dev), dtype, torch.get_num_threads(), frames, height, width, expressions, pruning,
+        times, per_frame * 1000, 1 / per_frame, peak, kind,
     )
+    if flops:
+        total, per_module = count_flops(run)
+        result.gflop_per_frame = total / frames / 1e9
+        result.decoder_gflop_per_frame = per_module.get("decoder", 0.0) / frames / 1e9
+        if dtype == "fp32":
+            result.matmul_gflops = matmul_gflops(dev)
+            result.floor_ms_per_frame = result.gflop_per_frame / result.matmul_gflops * 1000
+            result.floor_ratio = result.ms_per_frame / result.floor_ms_per_frame
+    if compare == "transformers":
+        theirs = transformers_ms_per_frame(height, width, exprs[0], dev, dtype, repeats)
+        result.transformers_ms_per_frame = theirs
+        result.ratio = result.ms_per_frame / theirs
+        result.notes.append("transformers runs one frame per call (its text encoder in every call)")
+    elif compare:
+        raise ValueError(f"--compare supports only 'transformers', got {compare!r}")
     if json_path:
-        Path(json_path).write_text(json.dumps(asdict(result), indent=2))
+        from .weights import atomic_write_bytes
+
+        atomic_write_bytes(Path(json_path), lambda p: Path(p).write_text(json.dumps(result.to_dict(), indent=2)))
     return result

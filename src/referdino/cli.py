@@ -34,10 +34,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from .benchmark import run_benchmark
 
-    result = run_benchmark(
-        preset=args.config, frames=args.frames, size=args.size, threads=args.threads, repeats=args.repeats,
-        json_path=args.json,
-    )
+    try:
+        result = run_benchmark(
+            preset=args.config, frames=args.frames, size=args.size, threads=args.threads, repeats=args.repeats,
+            json_path=args.json, device=args.device, dtype=args.dtype, expressions=args.expressions,
+            pruning=not args.no_pruning, compare=args.compare, flops=not args.no_flops,
+        )
+    except RuntimeError as exc:  # e.g. no CUDA device
+        raise ValueError(str(exc)) from None
     print(result)
     return 0
 
@@ -127,12 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-lora", action="store_true", help="keep LoRA adapters separate (for fine-tuning)")
     p.set_defaults(func=_cmd_convert)
 
-    p = sub.add_parser("benchmark", help="time the full model on random frames (random weights)")
-    p.add_argument("--config", default="ytvos_swint", choices=sorted(PRESETS))
-    p.add_argument("--frames", type=int, default=8)
+    p = sub.add_parser("benchmark", help="model-only speed on random frames with random full-size weights")
+    p.add_argument("--config", default="swint", help="swint, swinb (the ytvos presets) or any preset name")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast dtype")
+    p.add_argument("--frames", type=int, default=36, help="frames per clip (the paper times 36-frame clips)")
     p.add_argument("--size", type=int, default=360, help="short side (the long side is 16:9)")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--expressions", type=int, default=1, help="expressions segmented on the clip (1-4)")
+    p.add_argument("--no-pruning", action="store_true", help="switch confidence-aware query pruning off")
+    p.add_argument("--compare", default=None, choices=["transformers"],
+                   help="also time transformers' GroundingDINO per frame in the same conditions")
+    p.add_argument("--no-flops", action="store_true", help="skip the FLOP count and the matmul-rate floor")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up (median reported)")
     p.add_argument("--json", default=None, help="write the result as JSON")
     p.set_defaults(func=_cmd_benchmark)
     from .training.config import TRAIN_PRESETS

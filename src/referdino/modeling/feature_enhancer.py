@@ -9,14 +9,24 @@ from torch.nn import functional as F
 
 from .deformable_attention import MultiScaleDeformableAttention
 from .drop_path import drop_path
-from .lora import make_linear
+from .lora import effective_weight, make_linear
 from .position_encoding import text_position_embedding
+from .row_chunks import rowwise
 
 _CLAMP = 50000.0
 
 
 class BiAttention(nn.Module):
-    """Image<->text cross attention sharing one logit matrix (keys `v_proj`, `l_proj`, `values_*`, `out_*`)."""
+    """Image<->text cross attention sharing one logit matrix (keys `v_proj`, `l_proj`, `values_*`, `out_*`).
+
+    The three image-side projections (d -> embed_dim, i.e. 256 -> 1024 for every image token) are reassociated
+    through the short text, which gives the same result with far fewer operations when L < head_dim:
+    - logits_h = (X Wq_h^T + bq_h) s k_h^T = X (s Wq_h^T k_h^T) + s k_h bq_h: a (d x L) matrix per head;
+    - image output = sum_h P_h V_h Wo_h^T + bo = [P_1 .. P_H] [V_1 Wo_1^T; ..; V_H Wo_H^T] + bo;
+    - text output_h = P'_h (X Wv_h^T + bv_h) = (P'_h X) Wv_h^T + bv_h (the rows of P'_h sum to one).
+    The cost per image token drops from 3 * d * embed_dim to 3 * d * L * heads multiply-adds (about 25x less
+    for a 10-token sentence); training and inference use this one implementation.
+    """
 
     def __init__(self, d_model: int, embed_dim: int, num_heads: int, lora_rank: int, lora_scale: float) -> None:
         super().__init__()
@@ -37,12 +47,15 @@ class BiAttention(nn.Module):
     def forward(
         self, image: torch.Tensor, text: torch.Tensor, image_padding: torch.Tensor | None, text_mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        b, nv, _ = image.shape
-        q = self._heads(self.v_proj(image) * self.head_dim**-0.5)
-        k = self._heads(self.l_proj(text))
-        value_image = self._heads(self.values_v_proj(image))
+        b, nv, d = image.shape
+        heads, hd, length = self.num_heads, self.head_dim, text.shape[1]
+        scale = hd**-0.5
+        k = self._heads(self.l_proj(text))  # (B, heads, L, hd)
         value_text = self._heads(self.values_l_proj(text))
-        logits = q @ k.transpose(-1, -2)  # (B, heads, Nv, L)
+        wq = effective_weight(self.v_proj).view(heads, hd, d)
+        query_map = torch.einsum("hed,bhle->bhdl", wq, k) * scale  # (B, heads, d, L)
+        query_bias = torch.einsum("he,bhle->bhl", self.v_proj.bias.view(heads, hd), k) * scale
+        logits = image[:, None] @ query_map + query_bias[:, :, None, :]  # (B, heads, Nv, L)
         # Official numerics: one max over the whole batch tensor, then clamps (no-ops on sane values).
         logits = (logits - logits.max()).clamp(-_CLAMP, _CLAMP)
         logits_t = logits.transpose(-1, -2)
@@ -51,9 +64,16 @@ class BiAttention(nn.Module):
             logits_t = logits_t.masked_fill(image_padding[:, None, None, :], float("-inf"))
         if text_mask is not None:
             logits = logits.masked_fill(~text_mask[:, None, None, :], float("-inf"))
-        out_image = (logits.softmax(-1) @ value_text).transpose(1, 2).reshape(b, nv, -1)
-        out_text = (logits_t.softmax(-1) @ value_image).transpose(1, 2).reshape(b, text.shape[1], -1)
-        return self.out_v_proj(out_image), self.out_l_proj(out_text)
+        # image side: softmax over text tokens, values already taken through out_v_proj
+        wo = effective_weight(self.out_v_proj).view(d, heads, hd)
+        text_out = torch.einsum("bhle,dhe->bhld", value_text, wo).reshape(b, heads * length, d)
+        probs = logits.softmax(-1).permute(0, 2, 1, 3).reshape(b, nv, heads * length)
+        out_image = torch.baddbmm(self.out_v_proj.bias.expand(b, nv, d), probs, text_out)
+        # text side: softmax over image tokens pools the normalised image features, then values_v_proj
+        pooled = logits_t.softmax(-1) @ image[:, None]  # (B, heads, L, d)
+        wv = effective_weight(self.values_v_proj).view(heads, hd, d)
+        out_text = torch.einsum("bhld,hed->bhle", pooled, wv) + self.values_v_proj.bias.view(1, heads, 1, hd)
+        return out_image, self.out_l_proj(out_text.transpose(1, 2).reshape(b, length, -1))
 
 
 class FusionBlock(nn.Module):
@@ -120,6 +140,9 @@ class DeformableEncoderLayer(nn.Module):
         padding: torch.Tensor | None,
     ) -> torch.Tensor:
         src = self.norm1(src + self.self_attn(src + pos, reference, src, spatial_shapes, padding))
+        return rowwise(self._ffn, src)
+
+    def _ffn(self, src: torch.Tensor) -> torch.Tensor:
         return self.norm2(src + self.linear2(F.relu(self.linear1(src))))
 
 

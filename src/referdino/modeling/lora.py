@@ -37,6 +37,11 @@ class LoRALinear(nn.Linear):
         return f"{super().extra_repr()}, rank={self.rank}, scale={self.scale:g}"
 
 
+def effective_weight(linear: nn.Linear) -> torch.Tensor:
+    """The weight a linear layer applies: folded with its adapter for a `LoRALinear`."""
+    return linear.folded_weight() if isinstance(linear, LoRALinear) else linear.weight
+
+
 def make_linear(in_features: int, out_features: int, *, lora_rank: int = 0, lora_scale: float = 0.0) -> nn.Linear:
     """A plain `nn.Linear`, or a `LoRALinear` when `lora_rank > 0`."""
     if lora_rank > 0:

@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from ..config import SwinConfig
 from .drop_path import drop_path
+from .row_chunks import rowwise
 
 
 def relative_position_index(window: int) -> torch.Tensor:
@@ -62,17 +63,19 @@ class WindowAttention(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """x (B * nW, n, C) windows; mask (nW, n, n) additive shift mask or None."""
         bw, n, c = x.shape
-        qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]
-        attn = q @ k.transpose(-2, -1)
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
-        attn = attn + bias.permute(2, 0, 1)[None]
-        if mask is not None:
+        heads = self.num_heads
+        qkv = self.qkv(x).reshape(bw, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if mask is None:
+            additive = bias[None]
+        else:  # windows of one image share the shift mask
             nw = mask.shape[0]
-            attn = (attn.view(bw // nw, nw, self.num_heads, n, n) + mask[None, :, None]).view(-1, self.num_heads, n, n)
-        out = attn.softmax(-1) @ v
-        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+            additive = (bias[None] + mask[:, None]).repeat(bw // nw, 1, 1, 1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=additive.to(q.dtype), scale=self.scale)
+        return self.proj(out.reshape(bw, heads, n, -1).transpose(1, 2).reshape(bw, n, c))
 
 
 class SwinMlp(nn.Module):
@@ -106,7 +109,12 @@ class SwinBlock(nn.Module):
         if self.shift:
             y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
         x = x + drop_path(y[:, :h, :w, :].reshape(b, h * w, c), self.drop, self.training)
-        return x + drop_path(self.mlp(self.norm2(x)), self.drop, self.training)
+        if self.drop and self.training:
+            return x + drop_path(self.mlp(self.norm2(x)), self.drop, self.training)
+        return rowwise(self._mlp_residual, x)
+
+    def _mlp_residual(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(self.norm2(x))
 
 
 class PatchMerging(nn.Module):

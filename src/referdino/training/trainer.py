@@ -162,12 +162,28 @@ class Trainer:
         return build_dataset(c.dataset, c.data_root, c.split, **options), collate_clips
 
     def _load_init_weights(self, path: str) -> None:
+        """Start from a model folder of the same architecture.
+
+        The temporal decoder may differ (image pretraining -> video training, as the official COCO -> video
+        flow, or a run with the temporal enhancer switched off): then its keys, and only those, are declared
+        missing (trained from scratch) or unexpected (dropped).
+        """
+        from dataclasses import replace
+
         cfg = read_config(path)
-        if cfg.with_merged_lora(False) != self.model_config.with_merged_lora(False):
+        ours = self.model_config.with_merged_lora(False)
+        theirs = cfg.with_merged_lora(False)
+        allow_missing: list[str] = ["*.lora_A", "*.lora_B"]  # folded LoRA loads into the base weights
+        allow_unexpected: list[str] = []
+        if theirs != ours and replace(theirs, temporal_layers=ours.temporal_layers) == ours:
+            (allow_missing if ours.temporal_layers else allow_unexpected).append("temporal_decoder.*")
+            logger.info("init weights %s: temporal decoder %d -> %d layers (%s)", path, theirs.temporal_layers,
+                        ours.temporal_layers, "fresh" if ours.temporal_layers else "dropped")
+        elif theirs != ours:
             raise CheckpointError(f"{path} was made for another model configuration than {self.config.model}")
         state = read_safetensors(Path(path) / "model.safetensors")
-        # weights converted with folded LoRA load into the base weights; fresh adapters start at B = 0
-        load_state_dict_strict(self.model, state, allow_missing=("*.lora_A", "*.lora_B"), source=path)
+        load_state_dict_strict(self.model, state, allow_missing=allow_missing, allow_unexpected=allow_unexpected,
+                               source=path)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
