@@ -189,7 +189,7 @@ def transformers_ms_per_frame(
     text = tokenize([expression]).to(device)
     pixels = torch.randn(1, 3, height, width, device=device)
     inputs = dict(
-        pixel_values=pixels, input_ids=text.input_ids, attention_mask=text.attention_mask,
+        pixel_values=pixels, input_ids=text.input_ids, attention_mask=text.token_mask.long(),
         token_type_ids=torch.zeros_like(text.input_ids), pixel_mask=torch.ones(1, height, width, dtype=torch.long,
                                                                                 device=device),
     )

@@ -25,6 +25,15 @@ class ExpressionPrediction:
     query: int  #: index of the chosen query (top-1 by mean score)
 
 
+#: frames grounded at once on a CPU: a small working set is faster there (GPUs use the config's frame_chunk)
+CPU_GROUNDING_CHUNK = 4
+
+
+def grounding_chunk(model: ReferDino, device: torch.device) -> int:
+    chunk = model.config.frame_chunk
+    return min(chunk, CPU_GROUNDING_CHUNK) if device.type == "cpu" else chunk
+
+
 @torch.inference_mode()
 def run_expressions(model: ReferDino, pixels: torch.Tensor, expressions: list[str]) -> ReferDinoOutput:
     """pixels (T, 3, h, w) normalised; returns outputs with B = len(expressions)."""
@@ -36,7 +45,9 @@ def run_expressions(model: ReferDino, pixels: torch.Tensor, expressions: list[st
     b = len(expressions)
     text_feats = model.encode_text(text)
     repeated = [s.repeat(b, 1, 1, 1) for s in stages]  # (B*T, C, H, W), video-major like the forward
-    grounding = model.ground_video(None, text_feats, text, t, stages=repeated)  # type: ignore[arg-type]
+    grounding = model.ground_video(
+        None, text_feats, text, t, stages=repeated, chunk=grounding_chunk(model, pixels.device)  # type: ignore[arg-type]
+    )
     return model.predict(grounding, text, b, t, all_layers=False)
 
 

@@ -27,6 +27,7 @@ from ..modeling.referdino import ReferDino
 from ..modeling.tracker import TrackerState
 from ..processing.postprocess import upsample_masks
 from ..processing.text import tokenize
+from .predictor import grounding_chunk
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -145,7 +146,9 @@ def segment_frames(
             t = pixels.shape[0]
             stages = model.encode_images(pixels)
             stages = [s.repeat(e, 1, 1, 1) for s in stages]
-            grounding = model.ground_video(None, text_feats, text, t, stages=stages)  # type: ignore[arg-type]
+            grounding = model.ground_video(  # type: ignore[arg-type]
+                None, text_feats, text, t, stages=stages, chunk=grounding_chunk(model, pixels.device)
+            )
             out = model.predict(grounding, text, e, t, all_layers=False, tracker_state=state)
             state = out.tracker_state
             probs = out.pred_logits[..., 0].sigmoid()  # (E, t, Q)

@@ -73,36 +73,47 @@ def _ms_deform_attn_bag(
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
 ) -> torch.Tensor:
+    """Every level's map gets a zero border (1 before, 2 after) and the pixel coordinates are clamped to
+    [-1, size]: a corner outside the map then reads a zero of the border, exactly like `grid_sample`'s zero
+    padding (a point clamped at -1 or at `size` has all its weight on border pixels), with no validity masks."""
     b, s, heads, dim = value.shape
     _, q, _, levels, points, _ = sampling_locations.shape
     device, dtype = value.device, sampling_locations.dtype
-    sizes = torch.tensor(spatial_shapes, device=device)  # (levels, 2) as (H, W)
-    height = sizes[:, 0].view(1, 1, 1, levels, 1)
-    width = sizes[:, 1].view(1, 1, 1, levels, 1)
-    starts = torch.cat([sizes.new_zeros(1), (sizes[:, 0] * sizes[:, 1]).cumsum(0)[:-1]]).view(1, 1, 1, levels, 1)
+    padded_shapes = [(h + 3, w + 3) for h, w in spatial_shapes]
+    maps = value.split([h * w for h, w in spatial_shapes], dim=1)
+    table = torch.cat(
+        [
+            F.pad(m.reshape(b, h, w, heads * dim), (0, 0, 1, 2, 1, 2)).reshape(b, -1, heads, dim)
+            for m, (h, w) in zip(maps, spatial_shapes)
+        ],
+        dim=1,
+    )
+    rows = table.shape[1]
+    itype = torch.int32 if b * rows * heads < 2**31 else torch.long  # embedding_bag takes either
+    size = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=dtype, device=device)  # (levels, 2) as (x, y)
     # pixel coordinates with align_corners=False: pixel i covers [i, i + 1) and has its centre at i + 0.5
-    x = sampling_locations[..., 0] * width.to(dtype) - 0.5
-    y = sampling_locations[..., 1] * height.to(dtype) - 0.5
-    x0f, y0f = x.floor(), y.floor()
-    fx, fy = x - x0f, y - y0f
-    x0, y0 = x0f.long(), y0f.long()
-    # row of (b, s, head) in value viewed as (B * S * heads, D)
-    batch_head = (torch.arange(b, device=device).view(b, 1, 1, 1, 1) * s) * heads + torch.arange(
-        heads, device=device
+    xy = torch.clamp(sampling_locations * size[:, None] - 0.5, min=-1.0)
+    xy = torch.minimum(xy, size[:, None])
+    corner = xy.floor()
+    frac = xy - corner
+    corner = corner.to(itype) + 1  # index in the padded map
+    widths = torch.tensor([w for _, w in padded_shapes], dtype=itype, device=device)
+    starts = torch.tensor([0] + [h * w for h, w in padded_shapes[:-1]], dtype=itype, device=device).cumsum(0)
+    pixel = starts[:, None] + corner[..., 1] * widths[:, None] + corner[..., 0]  # (B, Q, heads, levels, points)
+    batch_head = (torch.arange(b, device=device, dtype=itype) * (rows * heads)).view(b, 1, 1, 1, 1) + torch.arange(
+        heads, device=device, dtype=itype
     ).view(1, 1, heads, 1, 1)
-    index_type = torch.int32 if b * s * heads < 2**31 else torch.long
-    indices, weights = [], []
-    for dy, wy in ((0, 1 - fy), (1, fy)):
-        for dx, wx in ((0, 1 - fx), (1, fx)):
-            xi, yi = x0 + dx, y0 + dy
-            inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
-            pixel = starts + yi.clamp(min=0) * width + xi.clamp(min=0)
-            indices.append(torch.where(inside, pixel * heads + batch_head, 0).to(index_type))
-            weights.append(torch.where(inside, wx * wy * attention_weights, 0.0))
+    # the 4 corners (y0 x0, y0 x1, y1 x0, y1 x1) are at +0, +1, +W, +W+1 pixels
+    offsets = torch.stack([torch.zeros_like(widths), torch.ones_like(widths), widths, widths + 1], -1) * heads
+    index = (pixel * heads + batch_head)[..., None] + offsets[:, None, :]  # (B, Q, heads, levels, points, 4)
+    fx, fy = frac[..., 0], frac[..., 1]
+    wy = torch.stack([1 - fy, fy], -1) * attention_weights[..., None]
+    weight = (wy[..., :, None] * torch.stack([1 - fx, fx], -1)[..., None, :]).flatten(-2)
     bags = b * q * heads
-    index = torch.stack(indices, -1).reshape(bags, levels * points * 4)
-    weight = torch.stack(weights, -1).reshape(bags, levels * points * 4).to(value.dtype)
-    out = F.embedding_bag(index, value.reshape(b * s * heads, dim), per_sample_weights=weight, mode="sum")
+    out = F.embedding_bag(
+        index.reshape(bags, -1), table.reshape(-1, dim), per_sample_weights=weight.reshape(bags, -1).to(value.dtype),
+        mode="sum",
+    )
     return out.view(b, q, heads * dim)
 
 

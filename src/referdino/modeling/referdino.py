@@ -43,6 +43,30 @@ class FrameGrounding:
     proposal_features: torch.Tensor  #: (N, K, C) projected encoder features of the selected tokens
 
 
+def concat_groundings(parts: list[FrameGrounding]) -> FrameGrounding:
+    """Concatenate the groundings of consecutive frame chunks along the frame axis."""
+    cat = lambda xs: torch.cat(list(xs), 0)  # noqa: E731
+    layers = [
+        DecoderLayerOutput(
+            cat(p.layers[i].hidden for p in parts),
+            cat(p.layers[i].reference for p in parts),
+            cat(p.layers[i].refined for p in parts),
+            cat(p.layers[i].kept for p in parts),
+            None if parts[0].layers[i].gate is None else cat(p.layers[i].gate for p in parts),  # type: ignore[misc]
+        )
+        for i in range(len(parts[0].layers))
+    ]
+    return FrameGrounding(
+        cat(p.enhanced_text for p in parts),
+        [cat(p.memory_maps[i] for p in parts) for i in range(len(parts[0].memory_maps))],
+        cat(p.stride4 for p in parts),
+        layers,
+        cat(p.proposal_logits for p in parts),
+        cat(p.proposal_boxes for p in parts),
+        cat(p.proposal_features for p in parts),
+    )
+
+
 class ReferDino(nn.Module):
     def __init__(self, config: ReferDinoConfig) -> None:
         super().__init__()
@@ -233,18 +257,28 @@ class ReferDino(nn.Module):
         forced: ForcedSelections | None = None,
         record: Record | None = None,
         stages: list[torch.Tensor] | None = None,
+        chunk: int | None = None,
     ) -> FrameGrounding:
-        """Backbone (unless `stages` given) and grounding for N = B*T frames, text (B, L, C) repeated per frame."""
+        """Backbone (unless `stages` given) and grounding for N = B*T frames, text (B, L, C) repeated per frame.
+
+        chunk: ground at most this many frames at a time (frames are independent here; smaller working sets are
+        faster on a CPU and bound the memory). Not with `forced` or `record` (parity runs use one pass).
+        """
         t = frames_per_video
         if stages is None:
             stages = self.encode_images(images)
         rep = lambda x: x.repeat_interleave(t, 0)  # noqa: E731
         if record is not None:
             record["backbone"] = stages  # type: ignore[assignment]
-        return self.ground(
-            stages, rep(text_feats), rep(text.token_mask), rep(text.self_attention_mask), rep(text.position_ids),
-            forced, record,
-        )
+        texts = (rep(text_feats), rep(text.token_mask), rep(text.self_attention_mask), rep(text.position_ids))
+        n = stages[0].shape[0]
+        if not chunk or n <= chunk or forced is not None or record is not None:
+            return self.ground(stages, *texts, forced, record)
+        parts = [
+            self.ground([s[i : i + chunk] for s in stages], *(x[i : i + chunk] for x in texts))
+            for i in range(0, n, chunk)
+        ]
+        return concat_groundings(parts)
 
     def predict(
         self,
