@@ -149,17 +149,18 @@ def segment_clip(model: ReferDino, pixels: torch.Tensor, expressions: list[str])
 
 
 def count_flops(fn: Callable[[], object]) -> tuple[float, dict[str, float]]:
-    """Total FLOPs of `fn()` and per top-level submodule of the model (keys like 'decoder')."""
+    """Total FLOPs of `fn()` and per outermost module entered (keyed by class name, e.g. 'CrossModalityDecoder':
+    the inference path calls the model's stages, not its forward, so the stages are the outermost modules)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter:
         fn()
-    per_module: dict[str, float] = {}
-    for name, counts in counter.get_flop_counts().items():
-        parts = name.split(".")
-        if len(parts) == 2:  # "ReferDino.<child>"
-            per_module[parts[1]] = float(sum(counts.values()))
+    per_module = {
+        name: float(sum(counts.values()))
+        for name, counts in counter.get_flop_counts().items()
+        if "." not in name and name != "Global"
+    }
     return float(counter.get_total_flops()), per_module
 
 
@@ -169,7 +170,7 @@ def build_model(preset: str, pruning: bool = True) -> tuple[ReferDino, ReferDino
         from dataclasses import replace
 
         config = replace(config, query_decay=1.0)
-    return ReferDino(config).eval(), config
+    return ReferDino(config).eval().requires_grad_(False), config
 
 
 def transformers_ms_per_frame(
@@ -252,7 +253,7 @@ def run_benchmark(
     if flops:
         total, per_module = count_flops(run)
         result.gflop_per_frame = total / frames / 1e9
-        result.decoder_gflop_per_frame = per_module.get("decoder", 0.0) / frames / 1e9
+        result.decoder_gflop_per_frame = per_module.get(type(model.decoder).__name__, 0.0) / frames / 1e9
         if dtype == "fp32":
             result.matmul_gflops = matmul_gflops(dev)
             result.floor_ms_per_frame = result.gflop_per_frame / result.matmul_gflops * 1000

@@ -53,26 +53,27 @@ class BiAttention(nn.Module):
         k = self._heads(self.l_proj(text))  # (B, heads, L, hd)
         value_text = self._heads(self.values_l_proj(text))
         wq = effective_weight(self.v_proj).view(heads, hd, d)
-        query_map = torch.einsum("hed,bhle->bhdl", wq, k) * scale  # (B, heads, d, L)
-        query_bias = torch.einsum("he,bhle->bhl", self.v_proj.bias.view(heads, hd), k) * scale
-        logits = image[:, None] @ query_map + query_bias[:, :, None, :]  # (B, heads, Nv, L)
+        query_map = torch.einsum("hed,bhle->bdhl", wq, k).reshape(b, d, heads * length) * scale
+        query_bias = torch.einsum("he,bhle->bhl", self.v_proj.bias.view(heads, hd), k).reshape(b, 1, -1) * scale
+        # logits laid out (B, Nv, heads, L): one matmul over all heads, no copy of the image tokens
+        logits = torch.baddbmm(query_bias, image, query_map).view(b, nv, heads, length)
         # Official numerics: one max over the whole batch tensor, then clamps (no-ops on sane values).
         logits = (logits - logits.max()).clamp(-_CLAMP, _CLAMP)
-        logits_t = logits.transpose(-1, -2)
-        logits_t = (logits_t - logits_t.max(dim=-1, keepdim=True).values).clamp(-_CLAMP, _CLAMP)
+        logits_t = (logits - logits.max(dim=1, keepdim=True).values).clamp(-_CLAMP, _CLAMP)
         if image_padding is not None:
-            logits_t = logits_t.masked_fill(image_padding[:, None, None, :], float("-inf"))
+            logits_t = logits_t.masked_fill(image_padding[:, :, None, None], float("-inf"))
         if text_mask is not None:
             logits = logits.masked_fill(~text_mask[:, None, None, :], float("-inf"))
         # image side: softmax over text tokens, values already taken through out_v_proj
         wo = effective_weight(self.out_v_proj).view(d, heads, hd)
         text_out = torch.einsum("bhle,dhe->bhld", value_text, wo).reshape(b, heads * length, d)
-        probs = logits.softmax(-1).permute(0, 2, 1, 3).reshape(b, nv, heads * length)
+        probs = logits.softmax(-1).view(b, nv, heads * length)
         out_image = torch.baddbmm(self.out_v_proj.bias.expand(b, nv, d), probs, text_out)
         # text side: softmax over image tokens pools the normalised image features, then values_v_proj
-        pooled = logits_t.softmax(-1) @ image[:, None]  # (B, heads, L, d)
+        pooled = logits_t.softmax(1).view(b, nv, heads * length).transpose(1, 2) @ image  # (B, heads * L, d)
         wv = effective_weight(self.values_v_proj).view(heads, hd, d)
-        out_text = torch.einsum("bhld,hed->bhle", pooled, wv) + self.values_v_proj.bias.view(1, heads, 1, hd)
+        out_text = torch.einsum("bhld,hed->bhle", pooled.view(b, heads, length, d), wv)
+        out_text = out_text + self.values_v_proj.bias.view(1, heads, 1, hd)
         return out_image, self.out_l_proj(out_text.transpose(1, 2).reshape(b, length, -1))
 
 
