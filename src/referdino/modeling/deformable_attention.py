@@ -51,6 +51,16 @@ def ms_deform_attn_reference(
     return out.view(b, heads * dim, q).transpose(1, 2)
 
 
+def _records_grad(*tensors: torch.Tensor) -> bool:
+    """Autograd will record ops on these: the embedding_bag path (in-place, inference only) must not run."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _level_sizes(spatial_shapes: list[tuple[int, int]], like: torch.Tensor) -> torch.Tensor:
+    """(levels, 2) tensor of (W, H) per level, in `like`'s dtype and device."""
+    return torch.tensor([[w, h] for h, w in spatial_shapes], dtype=like.dtype, device=like.device)
+
+
 def ms_deform_attn_sample(
     value: torch.Tensor,
     spatial_shapes: list[tuple[int, int]],
@@ -62,9 +72,9 @@ def ms_deform_attn_sample(
     When gradients are needed it falls back to the reference: `embedding_bag`'s backward for the value table
     (a sort and a segmented reduction) is slower than `grid_sample`'s.
     """
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (value, sampling_locations, attention_weights)):
+    if _records_grad(value, sampling_locations, attention_weights):
         return ms_deform_attn_reference(value, spatial_shapes, sampling_locations, attention_weights)
-    size = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=sampling_locations.dtype, device=value.device)
+    size = _level_sizes(spatial_shapes, sampling_locations)
     pixels = sampling_locations * size[:, None] - 0.5  # align_corners=False: pixel i is centred at i + 0.5
     return _ms_deform_attn_bag(value, spatial_shapes, pixels, attention_weights)
 
@@ -182,8 +192,7 @@ class MultiScaleDeformableAttention(nn.Module):
     ) -> torch.Tensor:
         """Normalised sampling locations (B, Q, heads, levels, points, 2) of the official formula."""
         if reference.shape[-1] == 2:
-            normalizer = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=offsets.dtype, device=offsets.device)
-            return reference[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+            return reference[:, :, None, :, None, :] + offsets / _level_sizes(spatial_shapes, offsets)[:, None]
         ref = reference[:, :, None, :, None, :]
         return ref[..., :2] + offsets / self.num_points * ref[..., 2:] * 0.5
 
@@ -204,10 +213,10 @@ class MultiScaleDeformableAttention(nn.Module):
         shape = (b, q, self.num_heads, self.num_levels, self.num_points)
         offsets = self.sampling_offsets(query).view(*shape, 2)
         weights = self.attention_weights(query).view(b, q, self.num_heads, -1).softmax(-1).view(shape)
-        if torch.is_grad_enabled() and (query.requires_grad or value.requires_grad):
+        if _records_grad(v, offsets, weights):
             out = ms_deform_attn_reference(v, spatial_shapes, self.locations(reference, offsets, spatial_shapes), weights)
         else:  # inference: straight to pixel coordinates (one broadcast op instead of three)
-            size = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device)
+            size = _level_sizes(spatial_shapes, offsets)
             if reference.shape[-1] == 2:
                 pixels = (reference * size - 0.5)[:, :, None, :, None, :] + offsets
             else:
