@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .config import PRESETS, ReferDinoConfig, get_preset
+from .config import PRESETS, get_preset
 from .modeling.referdino import ReferDino
 from .processing.postprocess import best_query, binary_masks
 
@@ -66,10 +66,6 @@ class BenchmarkResult:
     transformers_ms_per_frame: float | None = None
     ratio: float | None = None  #: ours / transformers
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def ours_ms_per_frame(self) -> float:
-        return self.ms_per_frame
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -164,13 +160,13 @@ def count_flops(fn: Callable[[], object]) -> tuple[float, dict[str, float]]:
     return float(counter.get_total_flops()), per_module
 
 
-def build_model(preset: str, pruning: bool = True) -> tuple[ReferDino, ReferDinoConfig]:
+def build_model(preset: str, pruning: bool = True) -> ReferDino:
     config = get_preset(preset).with_merged_lora()
     if not pruning:
         from dataclasses import replace
 
         config = replace(config, query_decay=1.0)
-    return ReferDino(config).eval().requires_grad_(False), config
+    return ReferDino(config).eval().requires_grad_(False)
 
 
 def transformers_ms_per_frame(
@@ -179,7 +175,6 @@ def transformers_ms_per_frame(
     """transformers' GroundingDINO (default config = grounding-dino-tiny layout, random weights), one frame per
     call as its API works (text encoder included in every call)."""
     try:
-        from transformers import AutoTokenizer  # noqa: F401
         from transformers import GroundingDinoConfig, GroundingDinoForObjectDetection
     except ImportError as exc:  # pragma: no cover - transformers is a dependency
         raise RuntimeError(f"--compare transformers needs the transformers package ({exc})") from None
@@ -228,7 +223,7 @@ def run_benchmark(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda: no CUDA device is available")
     torch.manual_seed(0)
-    model, _ = build_model(preset, pruning)
+    model = build_model(preset, pruning)
     model.to(dev)
     height, width = size, int(round(size * 16 / 9))
     pixels = torch.randn(frames, 3, height, width, device=dev)
