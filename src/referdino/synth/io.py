@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,36 +59,32 @@ def encode_palette_png(labels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _check_lengths(kind: str, items: Sequence | np.ndarray, frame_names: Sequence[str]) -> None:
+def _write_per_frame(
+    kind: str, video_dir: str | os.PathLike, items: Sequence | np.ndarray, frame_names: Sequence[str], suffix: str,
+    encode: Callable[[np.ndarray], bytes],
+) -> list[Path]:
+    """Write ``<video_dir>/<frame><suffix>`` = encode(item) for each item, atomically; returns the paths."""
     if len(items) != len(frame_names):
         raise ValueError(f"{len(items)} {kind} but {len(frame_names)} frame names")
+    video_dir = Path(video_dir)
+    video_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for item, name in zip(items, frame_names):
+        path = video_dir / f"{name}{suffix}"
+        atomic_write_bytes(path, encode(item))
+        paths.append(path)
+    return paths
 
 
 def write_video_frames(
     video_dir: str | os.PathLike, frames: np.ndarray, frame_names: Sequence[str], quality: int = JPEG_QUALITY
 ) -> list[Path]:
     """Write ``<video_dir>/<frame>.jpg`` for each (H, W, 3) uint8 frame; returns the paths."""
-    _check_lengths("frames", frames, frame_names)
-    video_dir = Path(video_dir)
-    video_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for frame, name in zip(frames, frame_names):
-        path = video_dir / f"{name}.jpg"
-        atomic_write_bytes(path, encode_jpeg(frame, quality))
-        paths.append(path)
-    return paths
+    return _write_per_frame("frames", video_dir, frames, frame_names, ".jpg", lambda f: encode_jpeg(f, quality))
 
 
 def write_video_annotations(
     video_dir: str | os.PathLike, label_maps: np.ndarray, frame_names: Sequence[str]
 ) -> list[Path]:
     """Write ``<video_dir>/<frame>.png`` palette PNGs (pixel value = object id) for (T, H, W) labels."""
-    _check_lengths("label maps", label_maps, frame_names)
-    video_dir = Path(video_dir)
-    video_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for labels, name in zip(label_maps, frame_names):
-        path = video_dir / f"{name}.png"
-        atomic_write_bytes(path, encode_palette_png(labels))
-        paths.append(path)
-    return paths
+    return _write_per_frame("label maps", video_dir, label_maps, frame_names, ".png", encode_palette_png)
