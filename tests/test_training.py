@@ -28,7 +28,7 @@ def _config(world, out, *extra):
 
 
 def test_steps_lower_the_loss_on_a_fixed_batch(world, tmp_path):
-    trainer = Trainer(_config(world, tmp_path, "lr=1e-3", *NO_DROP), progress=False)
+    trainer = Trainer(_config(world, tmp_path, "lr=1e-3", "warmup_steps=0", *NO_DROP), progress=False)
     batch = trainer.collate_fn([trainer.dataset[(0, 0)], trainer.dataset[(0, 1)]])
     losses = [trainer.train_step(batch)["loss"] for _ in range(6)]
     assert losses[-1] < 0.7 * losses[0], losses
@@ -48,6 +48,24 @@ def test_resume_continues_exactly(world, tmp_path):
         assert want["loss"] == pytest.approx(got["loss"], rel=1e-5, abs=1e-6), (want, got)
     for want, got in zip(reference[:2], history[:2]):
         assert want == got  # history travels with the checkpoint
+
+
+def test_warmup_scales_the_first_steps_only(world, tmp_path):
+    trainer = Trainer(_config(world, tmp_path, "lr=1e-3", "warmup_steps=3"), progress=False)
+    batch = trainer.collate_fn([trainer.dataset[(0, 0)]])
+    applied = []
+    step = trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        applied.append(trainer.optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    for _ in range(4):
+        trainer.train_step(batch)
+        trainer.state.global_step += 1
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)  # the schedule's own value
+    assert applied == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3])
 
 
 def test_resume_from_another_config_is_rejected(world, tmp_path):

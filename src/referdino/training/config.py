@@ -44,6 +44,7 @@ class TrainConfig:
     epochs: int = 10
     lr_drop: tuple[int, ...] = (8,)  #: epochs after which the lr is multiplied by lr_gamma
     lr_gamma: float = 0.1
+    warmup_steps: int = 0  #: linear lr warm-up over the first N optimizer steps (0: none, as the official recipe)
     clip_max_norm: float = 0.1  #: gradient-norm clipping (0 disables)
     batch_size: int = 1  #: clips per process
     num_workers: int = 2
@@ -71,6 +72,8 @@ class TrainConfig:
             problems.append("batch_size must be >= 1")
         if self.epochs < 1:
             problems.append("epochs must be >= 1")
+        if self.warmup_steps < 0:
+            problems.append("warmup_steps must be >= 0")
         if self.freeze not in ("official", "none"):
             problems.append(f"freeze must be 'official' or 'none', got {self.freeze!r}")
         if problems:
@@ -123,7 +126,8 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     #: the learning proof: a tiny model trained from scratch on the synthetic world, on a CPU
     "synthetic_tiny": TrainConfig(
         model="tiny", losses="tiny", dataset="ytvos", data_root="data/synthetic", num_frames=4, freeze="none",
-        lr=2e-4, scale_lr=False, epochs=4, lr_drop=(3,), batch_size=2, num_workers=0, clip_max_norm=1.0,
+        lr=1e-3, warmup_steps=200, scale_lr=False, epochs=4, lr_drop=(3,), batch_size=2, num_workers=0,
+        clip_max_norm=1.0,
         augment="light", reverse_prob=0.0,  # time reversal would contradict the motion expressions
         ckpt_every=200, log_every=5, out_dir="runs/synthetic_tiny",
     ),

@@ -241,9 +241,19 @@ class Trainer:
         if self.config.clip_max_norm > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_max_norm)
+        warm = self._warmup_factor()
+        scheduled = [group["lr"] for group in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            group["lr"] *= warm
         self.scaler.step(self.optimizer)
+        for group, lr in zip(self.optimizer.param_groups, scheduled):
+            group["lr"] = lr  # the epoch schedule keeps its own value; the warm-up only scales this step
         self.scaler.update()
         return {k: all_reduce_mean(v.detach().float()).item() for k, v in losses.items()}
+
+    def _warmup_factor(self) -> float:
+        n = self.config.warmup_steps
+        return min(1.0, (self.state.global_step + 1) / n) if n else 1.0
 
     # ------------------------------------------------------------------ loop
     def _loader(self) -> DataLoader:
