@@ -1,14 +1,16 @@
 """Ref-DAVIS17 evaluation: the DAVIS-2017 *unsupervised* protocol per annotator, then the mean of the 4.
 
-Replicates ``tools/davis2017`` as shipped with ReferDINO (``eval/eval_davis.py``; the pre-2023 version of
-davisvideochallenge/davis2017-evaluation ``davis.py`` / ``evaluation.py`` / ``results.py`` / ``utils.py``):
+Replicates davisvideochallenge/davis2017-evaluation (``davis.py`` / ``evaluation.py`` / ``results.py`` /
+``utils.py``), which ReferDINO's ``eval/eval_davis.py`` calls (checked against it on random data:
+``benchmarks/evaluators``):
 
 Ground truth (``DAVISEvaluation(davis_root, task='unsupervised', gt_set='val')``):
 
 - the sequences are the lines of ``<root>/ImageSets/2017/val.txt``;
 - the frames of a sequence are the sorted ``<root>/Annotations_unsupervised/480p/<seq>/*.png`` label maps;
 - label 255 is *void*: it becomes background and its pixels are left out of J (intersection and union)
-  and of F (both masks are cleared there before their boundaries are taken);
+  and of F (both masks are cleared there before their boundaries are taken), as in the current package
+  (``get_all_masks`` returns the void masks); older copies only set 255 to background and score it;
 - the number of GT objects is the **largest label of the first frame** (labels 1..K); objects that only
   appear later are not evaluated;
 - every frame is evaluated (the first/last-frame exclusion ``[:, 1:-1]`` applies to the semi-supervised
