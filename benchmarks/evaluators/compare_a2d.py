@@ -3,16 +3,15 @@ import json, sys, io, contextlib, numpy as np, tempfile
 from pathlib import Path
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from pycocotools import mask as mu
 from scipy import ndimage
 from referdino.evaluation.a2d import evaluate_a2d
+import random_masks
+from random_masks import rle
 rng = np.random.default_rng(1)
 def blob(h, w):
-    m = ndimage.gaussian_filter((rng.random((h, w)) < 0.3).astype(float), rng.uniform(2, 8)) > rng.uniform(0.2, 0.4)
+    m = random_masks.blob(rng, h, w, 0.3, (2, 8), (0.2, 0.4))
     if not m.any(): m[rng.integers(h), rng.integers(w)] = True
     return m
-def rle(m):
-    r = mu.encode(np.asfortranarray(m.astype(np.uint8))); r["counts"] = r["counts"].decode(); return r
 worst = 0.0
 for trial in range(40):
     images, anns, preds = [], [], []

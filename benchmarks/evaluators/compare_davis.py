@@ -3,11 +3,11 @@ get_all_masks returns masks_void; evaluation passes it to db_eval_iou/db_eval_bo
 import sys, tempfile, warnings, numpy as np
 from pathlib import Path
 from PIL import Image
-from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from davis2017 import metrics as off
 from referdino.evaluation.davis import evaluate_davis
+import random_masks
 warnings.filterwarnings("ignore")
 rng = np.random.default_rng(3)
 
@@ -24,8 +24,7 @@ def db_statistics(v):
 def labelmap(h, w, k):
     lab = np.zeros((h, w), np.uint8)
     for i in range(1, k + 1):
-        m = ndimage.gaussian_filter((rng.random((h, w)) < 0.2).astype(float), rng.uniform(2, 6)) > rng.uniform(0.2, 0.4)
-        lab[m] = i
+        lab[random_masks.blob(rng, h, w, 0.2, (2, 6), (0.2, 0.4))] = i
     return lab
 worst = 0.0
 for trial in range(5):

@@ -2,17 +2,15 @@
 import json, sys, tempfile, numpy as np, cv2
 from pathlib import Path
 from PIL import Image
-from scipy import ndimage
 from pycocotools import mask as cocomask
 
 from davis2017.metrics import db_eval_iou, db_eval_boundary
 from referdino.evaluation.mevis import evaluate_mevis
+import random_masks
+from random_masks import rle
 rng = np.random.default_rng(2)
 def blob(h, w):
-    m = ndimage.gaussian_filter((rng.random((h, w)) < 0.3).astype(float), rng.uniform(2, 8)) > rng.uniform(0.2, 0.45)
-    return m
-def rle(m):
-    r = cocomask.encode(np.asfortranarray(m.astype(np.uint8))); r["counts"] = r["counts"].decode(); return r
+    return random_masks.blob(rng, h, w, 0.3, (2, 8), (0.2, 0.45))
 worst = 0.0
 for trial in range(8):
     with tempfile.TemporaryDirectory() as d:

@@ -5,9 +5,9 @@ including the motion-only expressions that need the temporal enhancer.
         [--train-videos 250] [--valid-videos 20]
 
 The recipe follows the official one (image pretraining on RefCOCO, then video training), scaled down:
-1. image phase: single frames (T = 1, batch 8) of the synthetic training videos, from random weights, lr 1e-3
-   after a 200-step linear warm-up. Per-frame grounding (boxes, masks, text matching) is learned without a
-   tracker; the temporal decoder does not run;
+1. image phase: single frames (T = 1, batch 8) of the synthetic training videos, from random weights, at the
+   preset's lr (1e-3 after a 200-step linear warm-up). Per-frame grounding (boxes, masks, text matching) is
+   learned without a tracker; the temporal decoder does not run;
 2. video phase, twice from the same image-phase weights, lr 5e-4 after a 100-step warm-up: 4-frame clips
    with the tracker and the temporal decoder ("temporal"), and the same with the temporal decoder switched
    off ("no_temporal").
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         progress = not args.no_progress
         trainer, state, image_minutes = _train(
             world, image_dir, args.image_minutes,
-            ["num_frames=1", "batch_size=8", "lr=1e-3", "warmup_steps=200", *args.overrides], progress,
+            ["num_frames=1", "batch_size=8", *args.overrides], progress,
         )
         image_steps, image_curve = state.global_step, [row["loss"] for row in state.history]
         export_checkpoint(str(image_dir / "checkpoints" / "last.pt"), str(image_model))
