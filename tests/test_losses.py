@@ -40,6 +40,9 @@ def focal_by_hand(x: float, t: int) -> float:
     return (1 - ALPHA) * p**2 * -math.log(1 - p)
 
 
+EPS = 1e-6  # both official GIoU copies
+
+
 def close(a: torch.Tensor, b: float, tol: float = 1e-6) -> None:
     assert abs(float(a) - b) < tol, (float(a), b)
 
@@ -129,9 +132,11 @@ def test_box_losses_by_hand_including_zero_target_of_invisible_frame():
     pred = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 0.2, 0.2]])
     target = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.0, 0.0, 0.0, 0.0]])  # second frame: invisible
     close(LF.box_l1_loss(pred, target, 1.0), 1.4)  # 0 + (.5 + .5 + .2 + .2)
-    # invisible frame: pred xyxy (.4,.4,.6,.6), target the point (0,0): iou 0, union .04, enclosing .36
-    close(LF.box_giou_loss(pred, target, 1.0), 0.0 + (1 + (0.36 - 0.04) / 0.36), 1e-5)
-    close(LF.box_giou_loss(pred, target, 2.0), (1 + 0.32 / 0.36) / 2, 1e-5)
+    # invisible frame: pred xyxy (.4,.4,.6,.6), target the point (0,0): iou 0, union .04, enclosing .36;
+    # the official loss GIoU: iou = inter / (union + 1e-6), giou = iou - (encl - union) / (encl + 1e-6)
+    expect = (1 - 0.04 / (0.04 + EPS)) + (1 + 0.32 / (0.36 + EPS))
+    close(LF.box_giou_loss(pred, target, 1.0), expect, 1e-6)
+    close(LF.box_giou_loss(pred, target, 2.0), expect / 2, 1e-6)
 
 
 def test_downsample_targets_samples_2_of_4_and_pads_odd_sizes():
@@ -261,7 +266,10 @@ def test_matcher_box_costs_average_all_frames_and_mask_costs_by_hand():
     costs = SequenceMatcher().costs(logits, boxes, masks, target_boxes=target_boxes, valid=valid,
                                     target_masks=target_masks)
     close(costs["bbox"][0, 0], (0 + 1.4) / 2)  # invisible frame included in the mean
-    close(costs["giou"][0, 0], -(1 + -0.32 / 0.36) / 2, 1e-5)
+    # the official matcher GIoU: iou = (inter + eps) / (union + eps), giou = iou - (encl - union + eps) / (encl + eps)
+    visible = 1 - EPS / (0.04 + EPS)
+    invisible = EPS / (0.04 + EPS) - (0.32 + EPS) / (0.36 + EPS)
+    close(costs["giou"][0, 0], -(visible + invisible) / 2, 1e-6)
     # the 2x3 example of test_projection_loss, twice (T=2; the +1 smoothing is applied once per clip):
     # along H: 2*(.75+.75)*2 = 6, |P| = 2*2, |T| = 2*2 -> 7/9; along W: 2*.75*2 = 3, |P| = 3, |T| = 2 -> 4/6
     close(costs["proj"][0, 0], -0.5 * (7 / 9 + 4 / 6))
@@ -342,7 +350,7 @@ def test_criterion_values_by_hand_with_invisible_frame():
     # num_boxes = 1; 6 logits at 0: 1 positive (frame 0, query 1), 5 negatives (frame 1 is negative everywhere)
     close(losses["loss_ce"], 1 * 0.25 * 0.25 * ln2 + 5 * 0.75 * 0.25 * ln2)
     close(losses["loss_bbox"], 1.4)
-    close(losses["loss_giou"], 1 + 0.32 / 0.36, 1e-5)
+    close(losses["loss_giou"], (1 - 0.04 / (0.04 + EPS)) + (1 + 0.32 / (0.36 + EPS)), 1e-6)
     # masks: logit 0 on both frames; gt 1 then 0
     close(losses["loss_mask"], (0.25 * 0.25 * ln2 + 0.75 * 0.25 * ln2) / 2)
     close(losses["loss_dice"], 1 - (2 * 0.5 + 1) / (1.0 + 1 + 1))
@@ -390,11 +398,11 @@ def test_matching_is_redone_per_set():
     outputs.interm_logits, outputs.interm_boxes = interm.logits, interm.boxes
     got = Criterion(get_loss_preset("ytvos_swint")).match_all(outputs, targets)
     assert got[""].tolist() == [1, 2] and got["_3"].tolist() == [4, 0] and got["_interm"].tolist() == [7, 5]
-    # interm: if the model exposes separate proposals for matching, they decide the match
+    # interm: the anchors of the proposals decide the match (official), the refined boxes only enter the loss
     match_boxes = outputs.interm_boxes.clone()
     match_boxes[:, :, [7, 5]] = 0.95
     match_boxes[:, :, 6] = targets.boxes
-    outputs.interm_match_boxes = match_boxes  # type: ignore[attr-defined]
+    outputs.interm_anchor_boxes = match_boxes
     crit = Criterion(LossConfig(weights=LossWeights(0, 1, 1, 0, 0, 0)))
     assert crit.match_all(outputs, targets)["_interm"].tolist() == [6, 6]
 

@@ -59,7 +59,7 @@ def test_same_seed_same_bytes(world, tmp_path):
 
 
 def test_layout_is_ref_youtube_vos(world):
-    assert not [p for p in world.rglob(".*")], "temporary or marker files left behind"
+    assert [p for p in world.rglob(".*")] == [world / ".referdino.json"], "temporary files left behind"
     pal = palette()
     for split in ("train", "valid"):
         meta = _load(world / split / "meta.json")["videos"]

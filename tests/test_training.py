@@ -13,7 +13,7 @@ from referdino.synth import generate_world
 from referdino.training.config import ConfigError, resolve_train_config
 from referdino.training.trainer import Trainer
 
-NO_DROP = ["model.fusion_drop_path=0", "model.swin.drop_path=0"]
+NO_DROP = ["model.fusion_drop_path=0", "model.swin.drop_path=0", "model.text.dropout=0"]
 
 
 @pytest.fixture(scope="module")

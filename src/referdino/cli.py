@@ -10,11 +10,14 @@ from collections.abc import Sequence
 from .config import PRESETS
 
 logger = logging.getLogger("referdino")
+_OVERWRITE_HELP = "write into a folder that holds other files (they are kept; only our own outputs are replaced)"
 
 
 def _cmd_parity(args: argparse.Namespace) -> int:
     from .parity import format_report, run_parity
 
+    if args.train:
+        from .parity_train import run_train_parity as run_parity  # noqa: F811
     failed = 0
     for path in args.fixtures:
         results = run_parity(path, args.config, threads=args.threads)
@@ -26,7 +29,8 @@ def _cmd_parity(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .convert.api import convert_checkpoint
 
-    report = convert_checkpoint(args.src, args.dst, source=args.source, preset=args.config, keep_lora=args.keep_lora)
+    report = convert_checkpoint(args.src, args.dst, source=args.source, preset=args.config, keep_lora=args.keep_lora,
+                                overwrite=args.overwrite)
     print(report)
     return 0
 
@@ -52,7 +56,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .training.trainer import Trainer
 
     config = resolve_train_config(args.config, args.overrides)
-    trainer = Trainer(config, progress=not args.no_progress)
+    trainer = Trainer(config, progress=not args.no_progress, overwrite=args.overwrite)
     try:
         if args.resume:
             trainer.resume()
@@ -84,6 +88,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .zoo import models_table
+
+    print(models_table())
+    return 0
+
+
 def _cmd_infer(args: argparse.Namespace) -> int:
     from .evaluation.predict_split import predict_split
     from .inference.commands import load_model
@@ -96,6 +107,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             model, args.dataset, args.data_root, args.split, args.out, multi=args.multi, threshold=args.threshold,
             window=args.window, short_side=args.short_side, device=str(dist.device), rank=dist.rank,
             world_size=dist.world_size, progress=not args.no_progress, max_videos=args.max_videos,
+            overwrite=args.overwrite,
         )
     finally:
         cleanup()
@@ -107,7 +119,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .training.export import export_checkpoint
 
-    out = export_checkpoint(args.checkpoint, args.dst, fold=not args.keep_lora)
+    out = export_checkpoint(args.checkpoint, args.dst, fold=not args.keep_lora, overwrite=args.overwrite)
     print(f"exported {args.checkpoint} -> {out}")
     return 0
 
@@ -119,7 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("parity", help="check the model against recorded official outputs (fixture .npz)")
     p.add_argument("fixtures", nargs="+", help="fixture files (e.g. caseA.npz)")
-    p.add_argument("--config", default="ytvos_swint", choices=sorted(PRESETS), help="model preset of the fixture")
+    p.add_argument("--config", default=None, choices=sorted(PRESETS),
+                   help="override the fixture's preset (default: its `config` entry, else ytvos_swint)")
+    p.add_argument("--train", action="store_true",
+                   help="the fixtures record one official TRAINING step (losses, matches, gradients): replay it "
+                        "with our trainer's step and compare")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=_cmd_parity)
 
@@ -129,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", required=True, choices=["referdino", "groundingdino", "hf"])
     p.add_argument("--config", required=True, choices=sorted(PRESETS), help="model preset of the checkpoint")
     p.add_argument("--keep-lora", action="store_true", help="keep LoRA adapters separate (for fine-tuning)")
+    p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("benchmark", help="model-only speed on random frames with random full-size weights")
@@ -152,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help=f"preset ({', '.join(sorted(TRAIN_PRESETS))}) or a resolved train_config.json")
     p.add_argument("overrides", nargs="*", help="key=value overrides, model.<field>=value for the model")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoints/last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train into an out_dir that holds other files (they are kept)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -159,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="e.g. runs/x/checkpoints/last.pt")
     p.add_argument("dst", help="output folder (config.json + model.safetensors)")
     p.add_argument("--keep-lora", action="store_true", help="keep LoRA adapters separate (default: fold them)")
+    p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     p.set_defaults(func=_cmd_export)
 
     from .inference.commands import add_segment_arguments
@@ -173,9 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_arguments(p)
     p.set_defaults(func=_cmd_demo)
 
+    p = sub.add_parser("models", help="the published models (--model NAME) and whether they are cached")
+    p.set_defaults(func=_cmd_models)
+
     p = sub.add_parser("infer", help="run a checkpoint over a benchmark split; writes PNGs and the submission zip")
     p.add_argument("dataset", choices=["ytvos", "mevis", "davis"])
-    p.add_argument("--checkpoint", required=True)
+    from .zoo import ModelName
+
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", dest="checkpoint", type=ModelName, metavar="NAME",
+                       help="a published model by name (`referdino models`), downloaded and converted once")
+    which.add_argument("--checkpoint", metavar="PATH", help="a checkpoint on disk (any layout `segment` accepts)")
     p.add_argument("--data-root", required=True, help="dataset folder in its official layout")
     p.add_argument("--split", default="valid")
     p.add_argument("--out", required=True)
@@ -186,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--max-videos", type=int, default=0, help="only the first N videos (smoke tests)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     p.set_defaults(func=_cmd_infer)
 
     from .evaluation.cli import add_evaluate_arguments

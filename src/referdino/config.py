@@ -44,6 +44,9 @@ class TextConfig:
     intermediate_size: int = 3072
     max_position_embeddings: int = 512
     max_text_len: int = 256  #: tokens kept after the sub-sentence masks are built (longer text is cut)
+    #: BERT's hidden and attention-probability dropout (bert-base-uncased: 0.1). Active in training only: the
+    #: official trainer keeps BERT in train mode (its LayerNorms train), so this dropout is on in its step.
+    dropout: float = 0.1
 
 
 @dataclass(frozen=True)

@@ -4,20 +4,28 @@ The fixture stores inputs and outputs of the official code run with deterministi
 named rule from the official state-dict names. We draw the same official-named weights, convert them with
 our official converter, run our model with the fixture's discrete selections forced (top-900, prunings,
 tracking), and compare every stored array.
+
+The preset is read from the fixture (`config`; absent = `ytvos_swint`); `--config` overrides it. Metadata entries
+(caption, fill rule, ...) are not compared; entries this version cannot map to one of our arrays are reported as
+skipped, never as failures. Training-step fixtures are a different kind (`fixture_kind`), checked by
+`referdino parity --train`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import re
 import zlib
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .config import ReferDinoConfig, get_preset
+from .config import PRESETS, ReferDinoConfig, get_preset
 from .convert.official import alias_target, convert_official, official_key_shapes
 from .modeling.lora import fold_lora
 from .modeling.outputs import ForcedSelections
@@ -33,8 +41,113 @@ ABS_TOL = 1e-6
 MASK_FLIP_TOL = 1e-3  # fraction of eval_binary_masks pixels allowed to flip
 
 
+logger = logging.getLogger(__name__)
+
+DEFAULT_PRESET = "ytvos_swint"  # what a fixture without a `config` entry was recorded with
+
+FORWARD = "forward"
+TRAIN = "train"
+#: Entries that only a training-step fixture records (losses, matcher decisions, gradients).
+TRAIN_MARKERS = ("loss_total", "loss_names", "loss_values", "loss_weights", "match_set_names", "grad_norm_names",
+                 "grad_global_norm")
+#: Non-array entries describing the case; never compared.
+METADATA_KEYS = frozenset({"caption", "expression", "config", "fill_rule", "fill_scales"})
+#: Inputs of the forward; used, not compared.
+INPUT_KEYS = frozenset({"pixels"})
+
+SKIPPED_UNKNOWN = "skipped (unknown key)"
+
+
 class FixtureError(ValueError):
     pass
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def fixture_kind(data: Container[str]) -> str:
+    """`"train"` for a training-step fixture (it records losses and gradients), else `"forward"`.
+
+    `data` is anything that answers `key in data` for the entry names: a dict, an open `np.load` file, a list."""
+    return TRAIN if any(key in data for key in TRAIN_MARKERS) else FORWARD
+
+
+_WRONG_KIND = {
+    TRAIN: "{path} is a training-step fixture (it records losses and gradients); "
+    "check it with `referdino parity --train {path}`",
+    FORWARD: "{path} is a forward fixture (it records one inference pass, no losses or gradients); "
+    "check it with `referdino parity {path}`",
+}
+
+
+def require_fixture_kind(path: object, data: Container[str], expected: str) -> None:
+    """Raise a one-line FixtureError naming the right command when `data` is not a fixture of kind `expected`."""
+    if expected not in _WRONG_KIND:
+        raise ValueError(f"unknown fixture kind {expected!r} (use {FORWARD!r} or {TRAIN!r})")
+    kind = fixture_kind(data)
+    if kind != expected:
+        raise FixtureError(_WRONG_KIND[kind].format(path=path))
+
+
+def load_fixture(path: str | os.PathLike) -> dict[str, np.ndarray | None]:
+    """Every entry of an `.npz` fixture, in file order (None for an entry that cannot be read without pickle).
+
+    One-line FixtureError when the file cannot be read, is not an `.npz` archive or has no `pixels`."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, EOFError) as exc:
+        raise FixtureError(f"cannot read fixture {path}: {_one_line(exc)}") from None
+    except ValueError:  # neither an .npz nor an .npy file (numpy then refuses to unpickle it)
+        raise FixtureError(f"cannot read fixture {path}: not an .npz archive") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise FixtureError(f"cannot read fixture {path}: not an .npz archive (a single array)")
+    data: dict[str, np.ndarray | None] = {}
+    with loaded:
+        for key in loaded.files:
+            try:
+                data[key] = loaded[key]
+            except ValueError:  # pickled object arrays
+                data[key] = None
+            except Exception as exc:  # corrupt archive member
+                raise FixtureError(f"cannot read fixture {path}: entry {key!r}: {_one_line(exc)}") from None
+    if "pixels" not in data:
+        raise FixtureError(f"{path} is not a parity fixture (no `pixels` entry)")
+    return data
+
+
+def _preset_name(value: np.ndarray | None) -> str:
+    if value is None or np.asarray(value).dtype.kind not in "US" or np.asarray(value).size != 1:
+        raise FixtureError("the fixture's `config` entry is not a preset name")
+    name = np.asarray(value).reshape(()).item()
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    name = os.path.basename(name.strip())  # also accept the official file name, configs/ytvos_swinb.yaml
+    for suffix in (".yaml", ".yml"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def resolve_preset(
+    data: Mapping[str, object], override: str | None = None, path: object = "fixture"
+) -> tuple[str, str]:
+    """The preset to build for a fixture and where it came from: `override` (`--config`) when given, else the
+    fixture's `config` entry, else `ytvos_swint`. A disagreement is logged as a warning; an unknown name in the
+    file is a one-line FixtureError (unless overridden)."""
+    recorded = _preset_name(data["config"]) if "config" in data else None
+    if override is not None:
+        get_preset(override)  # unknown name: ValueError
+        if recorded is None or recorded == override:
+            return override, "--config"
+        logger.warning("%s records preset %s but --config %s was given; using %s", path, recorded, override, override)
+        return override, f"--config, overriding the fixture's {recorded}"
+    if recorded is None:
+        return DEFAULT_PRESET, "default: the fixture has no `config` entry"
+    if recorded not in PRESETS:
+        raise FixtureError(
+            f"{path} records an unknown preset {recorded!r} in its `config` entry "
+            f"(known: {', '.join(sorted(PRESETS))}; --config overrides it)"
+        )
+    return recorded, "from the fixture"
 
 
 def fill_value(name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -81,7 +194,12 @@ def build_model_from_fixture(data: dict, config: ReferDinoConfig) -> ReferDino:
     rule = str(data["fill_rule"])
     if rule != "crc32-normal-v1":
         raise FixtureError(f"unknown fill_rule {rule!r} (this version knows crc32-normal-v1)")
-    scales = json.loads(str(data["fill_scales"]))
+    try:
+        scales = json.loads(str(data["fill_scales"]))
+    except json.JSONDecodeError as exc:
+        raise FixtureError(f"fill_scales is not a JSON object: {_one_line(exc)}") from None
+    if not isinstance(scales, dict):
+        raise FixtureError("fill_scales is not a JSON object {first_key: factor}")
     official = filled_official_state_dict(config, scales)
     ours, _ = convert_official(official, config)
     merged = config.with_merged_lora()
@@ -98,6 +216,20 @@ class Comparison:
     tol: float
     ok: bool
     note: str = ""
+    skipped: bool = False  # not compared (an entry this version cannot map); never a failure
+
+
+def _skipped(key: str, why: str = "") -> Comparison:
+    return Comparison(key, float("nan"), float("nan"), float("nan"), True, why, skipped=True)
+
+
+class ParityResults(list):
+    """The comparisons of one fixture (a list of Comparison) plus the preset that was built."""
+
+    def __init__(self, items=(), preset: str = DEFAULT_PRESET, preset_source: str = ""):
+        super().__init__(items)
+        self.preset = preset
+        self.preset_source = preset_source
 
 
 def _slice_channels(key: str, arr: torch.Tensor, dim: int) -> torch.Tensor:
@@ -157,14 +289,26 @@ def _ours_for(key: str, rec: dict, out, starts: list[int]) -> torch.Tensor | Non
     return None
 
 
-def run_parity(path: str, config_name: str = "ytvos_swint", threads: int | None = None) -> list[Comparison]:
+def _required_keys(n_layers: int) -> list[str]:
+    keys = ["pixels", "caption", "fill_rule", "fill_scales", "enc_topk_indices", "enc_topk_scores", "track_perm"]
+    return keys + [f"prune{i}_{what}" for i in range(n_layers) for what in ("kept_rel", "gate")]
+
+
+def run_parity(
+    path: str | os.PathLike, config_name: str | None = None, threads: int | None = None
+) -> ParityResults:
+    """Compare our model with one forward fixture. `config_name` overrides the fixture's preset (None: from the
+    file). Raises FixtureError (one line) for a file that is not a forward fixture."""
+    data = load_fixture(path)
+    require_fixture_kind(path, data, FORWARD)
+    preset, source = resolve_preset(data, config_name, path)
+    config = get_preset(preset)
+    missing = [k for k in _required_keys(config.dec_layers) if data.get(k) is None]
+    if missing:
+        raise FixtureError(f"{path} lacks forward-fixture entries needed by preset {preset}: {', '.join(missing)}")
     if threads:
         torch.set_num_threads(threads)
-    try:
-        data = dict(np.load(path, allow_pickle=False))
-    except (OSError, ValueError) as exc:
-        raise FixtureError(f"cannot read fixture {path}: {exc}") from None
-    model = build_model_from_fixture(data, get_preset(config_name))
+    model = build_model_from_fixture(data, config)
     t = data["pixels"].shape[0]
     n_layers = model.config.dec_layers
     forced = ForcedSelections(
@@ -188,23 +332,39 @@ def run_parity(path: str, config_name: str = "ytvos_swint", threads: int | None 
     starts = [0]
     for h, w in shapes:
         starts.append(starts[-1] + h * w)
-    results = []
-    skip = {"caption", "fill_rule", "fill_scales", "pixels"}
-    for key in data:
-        if key in skip:
+    results = ParityResults(preset=preset, preset_source=source)
+    for key, value in data.items():
+        if key in INPUT_KEYS or key in METADATA_KEYS:
             continue
-        ref = torch.from_numpy(np.asarray(data[key]))
-        ours = _ours_for(key, rec, out, starts)
-        if ours is None:
-            results.append(Comparison(key, float("nan"), float("nan"), 0.0, False, "not produced"))
+        if value is None:
+            results.append(_skipped(key, "unreadable without pickle"))
             continue
-        ours = ours.detach().reshape(ref.shape) if ours.numel() == ref.numel() else ours
-        if ours.shape != ref.shape:
-            results.append(Comparison(key, float("nan"), float("nan"), 0.0, False, f"shape {tuple(ours.shape)}"))
+        if value.dtype.kind not in "biuf":
+            results.append(_skipped(key, f"non-numeric, dtype {value.dtype}"))
             continue
-        results.append(_compare(key, ours, ref))
+        try:
+            ours = _ours_for(key, rec, out, starts)
+        except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as exc:
+            ours, why = None, f"{type(exc).__name__}: {_one_line(exc)}"
+        else:
+            why = ""
+        if not isinstance(ours, torch.Tensor):
+            results.append(_skipped(key, why))
+            continue
+        try:
+            results.append(_compare_arrays(key, ours, value))
+        except (TypeError, ValueError, RuntimeError) as exc:
+            results.append(Comparison(key, float("nan"), float("nan"), 0.0, False, f"cannot compare: {_one_line(exc)}"))
     results += _selection_consistency(data, rec, n_layers)
     return results
+
+
+def _compare_arrays(key: str, ours: torch.Tensor, value: np.ndarray) -> Comparison:
+    ref = torch.from_numpy(np.ascontiguousarray(value))
+    ours = ours.detach().reshape(ref.shape) if ours.numel() == ref.numel() else ours.detach()
+    if ours.shape != ref.shape:
+        return Comparison(key, float("nan"), float("nan"), 0.0, False, f"shape {tuple(ours.shape)}")
+    return _compare(key, ours, ref)
 
 
 def _compare(key: str, ours: torch.Tensor, ref: torch.Tensor) -> Comparison:
@@ -245,13 +405,24 @@ def _selection_consistency(data: dict, rec: dict, n_layers: int) -> list[Compari
     return out
 
 
-def format_report(path: str, results: list[Comparison]) -> str:
-    lines = [f"parity {path}", f"{'array':44s} {'max abs err':>12s} {'rel err':>10s} {'tolerance':>10s}  result"]
-    for r in results:
+def format_report(path: str | os.PathLike, results: list[Comparison]) -> str:
+    header = f"parity {path}"
+    preset = getattr(results, "preset", None)
+    if preset:
+        header += f"  (preset {preset}; {results.preset_source})" if results.preset_source else f"  (preset {preset})"
+    lines = [header, f"{'array':44s} {'max abs err':>12s} {'rel err':>10s} {'tolerance':>10s}  result"]
+    compared = [r for r in results if not r.skipped]
+    skipped = [r for r in results if r.skipped]
+    for r in compared:
         lines.append(
             f"{r.key:44s} {r.max_abs:12.3e} {r.rel:10.2e} {r.tol:10.2e}  {'ok' if r.ok else 'FAIL'}"
             + (f"  ({r.note})" if r.note else "")
         )
-    failed = [r.key for r in results if not r.ok]
-    lines.append(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    for r in skipped:
+        lines.append(f"{r.key:44s} {SKIPPED_UNKNOWN}" + (f"  ({r.note})" if r.note else ""))
+    failed = [r for r in compared if not r.ok]
+    summary = f"{len(compared) - len(failed)} passed, {len(failed)} failed"
+    if skipped:
+        summary += f", {len(skipped)} skipped (unknown key)"
+    lines.append(summary)
     return "\n".join(lines)

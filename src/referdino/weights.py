@@ -113,11 +113,20 @@ def atomic_write_bytes(path: Path, write) -> None:  # type: ignore[no-untyped-de
         raise
 
 
-def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
-    """Write `config.json` and `model.safetensors` (atomic) into `directory`."""
+MODEL_KIND = "model"  #: what `referdino.output_dirs` calls a save_pretrained folder
+
+
+def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write `config.json` and `model.safetensors` (atomic) into `directory`: a new or empty folder or an earlier
+    model folder of ours; with `overwrite`, also a folder holding other files, which are kept (OutputError
+    otherwise, see `referdino.output_dirs`)."""
     from safetensors.torch import save_file
 
+    from .output_dirs import check_output_dir, record_outputs
+
     out = Path(directory)
+    check_output_dir(out, MODEL_KIND, [WEIGHTS_NAME, CONFIG_NAME], overwrite=overwrite)
+    record_outputs(out, MODEL_KIND, [WEIGHTS_NAME, CONFIG_NAME])
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write_bytes(out / WEIGHTS_NAME, lambda p: save_file(state, p, metadata={"format": "referdino"}))
     config_json = model.config.to_json()  # type: ignore[attr-defined]

@@ -9,7 +9,16 @@ from pathlib import Path
 import torch
 
 from ..config import get_preset
-from ..weights import CheckpointError, load_state_dict_strict, read_torch_checkpoint, save_pretrained
+from ..output_dirs import check_output_dir
+from ..weights import (
+    CONFIG_NAME,
+    MODEL_KIND,
+    WEIGHTS_NAME,
+    CheckpointError,
+    load_state_dict_strict,
+    read_torch_checkpoint,
+    save_pretrained,
+)
 
 
 def _read_any(path: str) -> dict[str, torch.Tensor]:
@@ -24,11 +33,15 @@ def _read_any(path: str) -> dict[str, torch.Tensor]:
 
 
 def convert_checkpoint(
-    src: str, dst: str | os.PathLike, *, source: str, preset: str, keep_lora: bool = False
+    src: str, dst: str | os.PathLike, *, source: str, preset: str, keep_lora: bool = False, overwrite: bool = False
 ) -> str:
-    """Convert `src` (layout `source`: referdino | groundingdino | hf) to our format in folder `dst`."""
+    """Convert `src` (layout `source`: referdino | groundingdino | hf) to our format in folder `dst`.
+
+    `dst` is new, empty or an earlier model folder; with `overwrite` it may hold other files, which are kept.
+    """
     from ..modeling.referdino import ReferDino
 
+    check_output_dir(dst, MODEL_KIND, [WEIGHTS_NAME, CONFIG_NAME], overwrite=overwrite)  # before any work
     config = get_preset(preset)
     if not keep_lora or source == "hf":
         config = config.with_merged_lora()
@@ -60,6 +73,6 @@ def convert_checkpoint(
     torch.manual_seed(0)
     model = ReferDino(config)
     load_report = load_state_dict_strict(model, ours, allow_missing=allow_missing, source=f"{src} ({source})")
-    out = save_pretrained(model, dst)
+    out = save_pretrained(model, dst, overwrite=overwrite)
     kept = len(load_report.ignored)
     return f"converted {src} -> {out}: {summary}" + (f"; {kept} model keys initialised fresh" if kept else "")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..output_dirs import check_output_dir, record_outputs, remove_outputs
 from ..weights import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -59,13 +60,16 @@ def predict_split(
     world_size: int = 1,
     progress: bool = True,
     max_videos: int = 0,
+    overwrite: bool = False,
 ) -> Path:
+    """overwrite: `out_dir` may hold other files (kept); our earlier predictions there are always replaced."""
     from ..data import DATASETS
     from ..inference.segment import segment_frames
 
     if dataset not in ("ytvos", "mevis", "davis"):
         raise ValueError(f"split inference supports ytvos, mevis and davis, not {dataset!r}")
     records = DATASETS[dataset](root, split)
+    _prepare_out_dir(Path(out_dir), dataset, overwrite, rank)
     by_video = defaultdict(list)
     for e in records.expressions:
         by_video[e.video_id].append(e)
@@ -109,6 +113,18 @@ def predict_split(
     if rank == 0 and dataset in ("ytvos", "mevis"):
         return write_submission_zip(out, dataset)
     return out
+
+
+def _prepare_out_dir(out: Path, dataset: str, overwrite: bool, rank: int) -> None:
+    """Refuse a file or a folder with files we did not write; rank 0 clears our earlier predictions."""
+    from ..training.distributed import barrier
+
+    names = [f"anno_{k}" for k in range(4)] if dataset == "davis" else ["Annotations", f"submission_{dataset}.zip"]
+    before = check_output_dir(out, "infer", names, overwrite=overwrite)
+    if rank == 0:
+        remove_outputs(out, [n for n in names if before.get(n) == "infer"])
+        record_outputs(out, "infer", names)
+    barrier()
 
 
 def write_submission_zip(out: Path, dataset: str) -> Path:

@@ -12,8 +12,18 @@ logger = logging.getLogger(__name__)
 def add_segment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", help="video file (.mp4/.avi/.mov/.webm), folder of frames, or one image")
     p.add_argument("--text", action="append", required=True, help="referring expression (repeat for several)")
-    p.add_argument("--checkpoint", default=None, help="folder from `referdino convert` / save_pretrained")
-    p.add_argument("--out", required=True, help="output folder")
+    from ..zoo import DEFAULT_MODEL, ModelName
+
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", dest="checkpoint", type=ModelName, metavar="NAME", default=None,
+                       help=f"a published model by name (default {DEFAULT_MODEL}, downloaded and converted once; "
+                            "`referdino models` lists them; `demo` is the embedded offline model)")
+    which.add_argument("--checkpoint", default=None, metavar="PATH",
+                       help="a checkpoint on disk: our folder, official ReferDINO / GroundingDINO .pth, "
+                            "transformers GroundingDINO folder or safetensors (layout and preset recognised)")
+    p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier `segment` output)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a folder that holds other files (they are kept; only our outputs are replaced)")
     p.add_argument("--multi", action="store_true", help="keep every query above --threshold (MeViS style)")
     p.add_argument("--threshold", type=float, default=0.2, help="mean-score threshold for --multi")
     p.add_argument("--window", type=int, default=36, help="frames per window (bounded memory on long videos)")
@@ -23,34 +33,51 @@ def add_segment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def load_model(checkpoint: str | None, device: str):  # type: ignore[no-untyped-def]
+def load_model(checkpoint: str | None, device: str, *, model: str | None = None):  # type: ignore[no-untyped-def]
+    """The model of `--model NAME` (a `ModelName` in `checkpoint`, or `model`) or `--checkpoint PATH`; with
+    neither, the published default (`referdino.zoo.DEFAULT_MODEL`)."""
     from ..modeling.referdino import ReferDino
     from ..weights import CheckpointError
+    from ..zoo import DEFAULT_MODEL, ModelName, get_entry, known_names
 
-    if checkpoint is None:
-        from ..demo_model import demo_model_path
+    if isinstance(checkpoint, ModelName):
+        checkpoint, model = None, str(checkpoint)
+    if checkpoint is not None:
+        from pathlib import Path
 
-        path = demo_model_path()
-        if path is None:
-            raise CheckpointError("no --checkpoint given and this install has no embedded demo model")
-        print(f"no --checkpoint given: using the embedded demo model ({path.name}), trained on synthetic shapes only")
-        checkpoint = str(path)
-    return ReferDino.from_pretrained(checkpoint, device=device)
+        if not Path(checkpoint).exists():
+            hint = f" (to use the published model {checkpoint!r}, give --model {checkpoint})" \
+                if checkpoint in known_names() else ""
+            raise CheckpointError(f"checkpoint not found: {checkpoint}{hint}")
+        loaded = ReferDino.from_pretrained(checkpoint, device=device)
+        logger.info("loaded %s", getattr(loaded, "resolved_from", checkpoint))
+        return loaded
+    entry = get_entry(model or DEFAULT_MODEL)
+    loaded = ReferDino.from_pretrained(ModelName(entry.name), device=device)  # a name, even if such a path exists
+    if entry.embedded:
+        print("using the embedded demo model, trained on synthetic shapes only (weak; for trying the tools)")
+    else:
+        print(f"using the published model {entry.name} ({entry.location}; {entry.backbone}, trained on "
+              f"{entry.trained_on})" + ("" if model else "; --model or --checkpoint choose another"))
+    return loaded
 
 
 def run_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..output_dirs import check_output_dir
     from ..processing.text import normalize_caption
     from .segment import segment_frames
     from .video_io import open_video
-    from .writers import SegmentationWriter
+    from .writers import KIND, SegmentationWriter, expression_dirs
 
     for text in args.text:
         normalize_caption(text)  # empty expressions fail before any work
+    check_output_dir(args.out, KIND, expression_dirs(args.text), overwrite=args.overwrite)  # ... and --out too
     source = open_video(args.video)
     model = load_model(args.checkpoint, args.device)
-    writer = SegmentationWriter(args.out, args.text, source.fps, write_video=not args.no_video)
+    writer = SegmentationWriter(args.out, args.text, source.fps, write_video=not args.no_video,
+                                overwrite=args.overwrite)
     bar = None if args.no_progress else tqdm(total=source.num_frames, desc="segmenting", unit="frame",
                                               dynamic_ncols=True)
     start = time.perf_counter()

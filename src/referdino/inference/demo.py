@@ -17,6 +17,8 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="referdino-demo", help="output folder (default: ./referdino-demo)")
     p.add_argument("--seed", type=int, default=2024, help="seed of the synthetic clip")
     p.add_argument("--no-video", action="store_true", help="skip the overlay MP4s")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a folder that holds other files (they are kept; only our outputs are replaced)")
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -27,11 +29,12 @@ def run_demo(args: argparse.Namespace) -> int:
     from .writers import SegmentationWriter
 
     start = time.perf_counter()
-    model = load_model(None, "cpu")
+    model = load_model(None, "cpu", model="demo")
     clip = generate_clip(args.seed, name="demo", frames=12, objects=4)
     expressions = [e.text for e in clip.expressions]
     frames = [(name, frame) for name, frame in zip(clip.frame_names, clip.frames)]
-    writer = SegmentationWriter(args.out, expressions, fps=5.0, write_video=not args.no_video)
+    writer = SegmentationWriter(args.out, expressions, fps=5.0, write_video=not args.no_video,
+                                overwrite=args.overwrite)
     h = clip.frames.shape[1]
     try:
         result = segment_frames(

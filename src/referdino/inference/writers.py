@@ -1,11 +1,11 @@
 """Writing segmentation outputs: per-expression PNG masks (0/255), masks.json (COCO RLE, box, score per
-frame) and an overlay MP4 at the source fps. Everything goes to a staging folder that is renamed into place
-only when complete, so a failure never leaves partial output behind."""
+frame) and an overlay MP4 at the source fps. Everything goes to a staging folder; each expression's folder is
+renamed into place only when complete, so a failure never leaves partial output behind. Only our own earlier
+expression folders are replaced: see `referdino.output_dirs`."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from ..data.rle import encode
+from ..output_dirs import OutputError, check_output_dir, record_outputs, remove_outputs, replace_entry
+
+__all__ = ["OutputError", "SegmentationWriter", "expression_dirs", "slug"]
+KIND = "segment"
 
 _COLOURS = np.array([[220, 20, 60], [30, 144, 255], [50, 205, 50], [255, 165, 0], [186, 85, 211], [0, 206, 209]],
                     np.float32)  # crimson first, as the official demo
-
-
-class OutputError(ValueError):
-    """The output folder cannot be written."""
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -34,15 +34,21 @@ def expression_dirs(expressions: list[str]) -> list[str]:
 class SegmentationWriter:
     """Streams frames in; call `close()` to publish, `abort()` to discard."""
 
-    def __init__(self, out_dir: str | Path, expressions: list[str], fps: float, *, write_video: bool = True) -> None:
+    def __init__(self, out_dir: str | Path, expressions: list[str], fps: float, *, write_video: bool = True,
+                 overwrite: bool = False) -> None:
         self.out = Path(out_dir)
-        try:
+        self.dirs = expression_dirs(expressions)
+        self.overwrite = overwrite
+        check_output_dir(self.out, KIND, self.dirs, overwrite=overwrite)
+        try:  # stage inside an existing --out (same file system), else beside it
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.stage = Path(_mkdtemp(self.out.parent, f".{self.out.name}.partial-"))
+            if self.out.is_dir():
+                self.stage = Path(_mkdtemp(self.out, ".referdino.partial-"))
+            else:
+                self.stage = Path(_mkdtemp(self.out.parent, f".{self.out.name}.partial-"))
         except OSError as exc:
             raise OutputError(f"cannot write to {self.out} ({exc.strerror}); choose a writable --out folder") from None
         self.expressions = expressions
-        self.dirs = expression_dirs(expressions)
         self.fps = fps
         self.records: list[list[dict]] = [[] for _ in expressions]
         self._videos: list = [None] * len(expressions)
@@ -95,14 +101,18 @@ class SegmentationWriter:
         for k, d in enumerate(self.dirs):
             data = {"expression": self.expressions[k], "frames": self.records[k]}
             (self.stage / d / "masks.json").write_text(json.dumps(data))
-        if self.out.exists():
-            backup = Path(_mkdtemp(self.out.parent, f".{self.out.name}.old-"))
-            os.replace(self.out, backup / "old")
-            os.replace(self.stage, self.out)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(self.stage, self.out)
+        self._publish()
         return self.out
+
+    def _publish(self) -> None:
+        """Swap each complete expression folder into --out; replace or drop only our own earlier ones."""
+        before = check_output_dir(self.out, KIND, self.dirs, overwrite=self.overwrite)  # it may have changed
+        record_outputs(self.out, KIND, self.dirs)
+        for d in self.dirs:
+            replace_entry(self.stage / d, self.out / d)
+        remove_outputs(self.out, [n for n, k in before.items() if k == KIND and n not in self.dirs])
+        record_outputs(self.out, KIND, self.dirs, exclusive=True)
+        shutil.rmtree(self.stage, ignore_errors=True)
 
     def abort(self) -> None:
         for container in self._videos:

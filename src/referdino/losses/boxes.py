@@ -45,14 +45,18 @@ def _iou_parts(boxes1: torch.Tensor, boxes2: torch.Tensor) -> tuple[torch.Tensor
     return inter, union
 
 
+def _enclosing_area(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    top_left = torch.minimum(boxes1[..., :2], boxes2[..., :2])
+    bottom_right = torch.maximum(boxes1[..., 2:], boxes2[..., 2:])
+    wh = (bottom_right - top_left).clamp(min=0)
+    return wh[..., 0] * wh[..., 1]
+
+
 def _giou_from_parts(
     boxes1: torch.Tensor, boxes2: torch.Tensor, inter: torch.Tensor, union: torch.Tensor
 ) -> torch.Tensor:
     iou = inter / union.clamp(min=EPS)
-    top_left = torch.minimum(boxes1[..., :2], boxes2[..., :2])
-    bottom_right = torch.maximum(boxes1[..., 2:], boxes2[..., 2:])
-    wh = (bottom_right - top_left).clamp(min=0)
-    enclosing = wh[..., 0] * wh[..., 1]
+    enclosing = _enclosing_area(boxes1, boxes2)
     return iou - (enclosing - union) / enclosing.clamp(min=EPS)
 
 
@@ -66,6 +70,28 @@ def elementwise_generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) 
     """Generalized IoU of broadcastable xyxy boxes `(..., 4)` -> `(...)`, in [-1, 1]."""
     inter, union = _iou_parts(boxes1, boxes2)
     return _giou_from_parts(boxes1, boxes2, inter, union)
+
+
+#: Epsilon of the two official GIoU copies (`util/box_ops.py` for the losses, `util/misc.py` for the matcher).
+OFFICIAL_GIOU_EPS = 1e-6
+
+
+def official_loss_giou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """GIoU as the official *loss* computes it (`util.box_ops.generalized_box_iou`), elementwise on xyxy boxes:
+    `iou = inter / (union + eps)`, `giou = iou - (enclosing - union) / (enclosing + eps)`, eps = 1e-6."""
+    inter, union = _iou_parts(boxes1, boxes2)
+    enclosing = _enclosing_area(boxes1, boxes2)
+    eps = OFFICIAL_GIOU_EPS
+    return inter / (union + eps) - (enclosing - union) / (enclosing + eps)
+
+
+def official_matcher_giou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """GIoU as the official *matcher* computes it (`util.misc.generalized_box_iou`), elementwise on xyxy boxes:
+    `iou = (inter + eps) / (union + eps)`, `giou = iou - (enclosing - union + eps) / (enclosing + eps)`."""
+    inter, union = _iou_parts(boxes1, boxes2)
+    enclosing = _enclosing_area(boxes1, boxes2)
+    eps = OFFICIAL_GIOU_EPS
+    return (inter + eps) / (union + eps) - (enclosing - union + eps) / (enclosing + eps)
 
 
 def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:

@@ -19,9 +19,9 @@ every set).
 Choices where the official code has no counterpart:
 - A set without masks (`LayerPrediction.masks` or `ReferDinoOutput.interm_masks` is None) gets no mask
   losses, and its matching uses only the class and box costs.
-- The official code matches the interm set on the *initial* anchor proposals and computes its loss on the
-  refined encoder boxes. `ReferDinoOutput` carries one interm set; it is used for both, unless the output has
-  `interm_match_logits` / `interm_match_boxes` attributes, which are then used for matching.
+- The interm set is matched, as in the official code, on the *fixed anchors* of the selected proposals
+  (`ReferDinoOutput.interm_anchor_boxes`) and its box losses use the refined encoder boxes (`interm_boxes`);
+  an output without anchors is matched on `interm_boxes`.
 """
 
 from __future__ import annotations
@@ -98,15 +98,10 @@ class Criterion(nn.Module):
         if self.config.aux_loss:
             sets += [OutputSet(f"_{i}", p, p) for i, p in enumerate(outputs.aux)]
         if self.config.interm_loss and outputs.interm_logits is not None and outputs.interm_boxes is not None:
-            masks = getattr(outputs, "interm_masks", None)
+            masks = outputs.interm_masks
             pred = LayerPrediction(outputs.interm_logits, outputs.interm_boxes, masks)
-            match_logits = getattr(outputs, "interm_match_logits", None)
-            match_boxes = getattr(outputs, "interm_match_boxes", None)
-            match = LayerPrediction(
-                outputs.interm_logits if match_logits is None else match_logits,
-                outputs.interm_boxes if match_boxes is None else match_boxes,
-                masks,
-            )
+            anchors = outputs.interm_anchor_boxes
+            match = LayerPrediction(outputs.interm_logits, outputs.interm_boxes if anchors is None else anchors, masks)
             sets.append(OutputSet("_interm", pred, match))
         return sets
 
@@ -162,8 +157,13 @@ class Criterion(nn.Module):
         return losses
 
     # ------------------------------------------------------------------------------------------- forward
-    def forward(self, outputs: ReferDinoOutput, targets: TargetBatch) -> dict[str, torch.Tensor]:
-        """Unweighted losses named `loss_<term><suffix>` and their weighted sum `loss`."""
+    def forward(
+        self, outputs: ReferDinoOutput, targets: TargetBatch, forced_matches: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Unweighted losses named `loss_<term><suffix>` and their weighted sum `loss`.
+
+        forced_matches: matched query indices `(B,)` per set suffix to use instead of the matcher's (parity
+        checks against recorded runs replay the recorded matches)."""
         self._check_shapes(outputs, targets)
         num_boxes = num_visible_frames(targets.valid)
         cache: dict[tuple[int, int] | None, _GridTargets] = {}
@@ -171,7 +171,10 @@ class Criterion(nn.Module):
         for out_set in self.output_sets(outputs):
             pred, match = out_set.prediction, out_set.for_matching
             grid = self._grid_targets(targets, cache, pred.masks)
-            indices = self.match(match, grid)
+            if forced_matches is not None and out_set.suffix in forced_matches:
+                indices = forced_matches[out_set.suffix].to(pred.logits.device)
+            else:
+                indices = self.match(match, grid)
             for name, value in self.set_losses(pred, indices, grid, num_boxes).items():
                 losses[name + out_set.suffix] = value
         total = outputs.pred_logits.new_zeros(())

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import distributed as dist
 
-from .boxes import box_cxcywh_to_xyxy, elementwise_generalized_box_iou
+from .boxes import box_cxcywh_to_xyxy, official_loss_giou
 
 #: Added inside the logs of the focal *matching cost* (official `models/matcher.py`; the losses use the
 #: numerically stable `binary_cross_entropy_with_logits` instead).
@@ -83,8 +83,9 @@ def box_l1_loss(pred: torch.Tensor, target: torch.Tensor, num_boxes: float) -> t
 
 
 def box_giou_loss(pred: torch.Tensor, target: torch.Tensor, num_boxes: float) -> torch.Tensor:
-    """`loss_giou`: `1 - GIoU` between `(..., 4)` cx,cy,w,h boxes, summed, divided by `num_boxes`."""
-    giou = elementwise_generalized_box_iou(box_cxcywh_to_xyxy(pred), box_cxcywh_to_xyxy(target))
+    """`loss_giou`: `1 - GIoU` between `(..., 4)` cx,cy,w,h boxes, summed, divided by `num_boxes`.
+    The official loss's GIoU epsilons (`official_loss_giou`); an absent frame's zero target box stays finite."""
+    giou = official_loss_giou(box_cxcywh_to_xyxy(pred), box_cxcywh_to_xyxy(target))
     return (1 - giou).sum() / num_boxes
 
 

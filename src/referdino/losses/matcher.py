@@ -7,7 +7,7 @@ Account §3.5. All costs are per sample and per query, `(B, Q)`:
 - class: `focal(positive) - focal(negative)` of the query's logit (alpha 0.25, gamma 2, 1e-8 inside the logs),
   averaged over the frames where the target is visible;
 - bbox: L1 distance of cx,cy,w,h, averaged over all T frames (invisible frames have zero target boxes);
-- giou: `-GIoU`, averaged over all T frames;
+- giou: `-GIoU` with the matcher's own epsilons (`official_matcher_giou`), averaged over all T frames;
 - mask: sigmoid focal, mean over T*h*w;
 - dice: `-Dice` with +1 smoothing over T*h*w;
 - proj: `-(Dice of the max-projections along H + along W) / 2`.
@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .boxes import box_cxcywh_to_xyxy, elementwise_generalized_box_iou
+from .boxes import box_cxcywh_to_xyxy, official_matcher_giou
 from .config import LossConfig
 from .functional import dice_coefficient, focal_class_cost, max_projections, sigmoid_focal_loss
 
@@ -97,7 +97,7 @@ class SequenceMatcher(nn.Module):
         if self.cost_bbox:
             out["bbox"] = (boxes - tgt).abs().sum(-1).mean(1)
         if self.cost_giou:
-            giou = elementwise_generalized_box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(tgt))
+            giou = official_matcher_giou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(tgt))
             out["giou"] = -giou.mean(1)
         if masks is not None and target_masks is not None and (self.cost_mask or self.cost_dice or self.cost_proj):
             out.update(self._mask_costs(masks, target_masks.to(masks.dtype), padding))

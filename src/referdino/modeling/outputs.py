@@ -24,7 +24,10 @@ class ForcedSelections:
 
     topk: torch.Tensor | None = None  #: (B*T, num_queries) two-stage indices, rank order
     kept: list[torch.Tensor] | None = None  #: per decoder layer (B*T, K_l) indices into the incoming list
-    track: torch.Tensor | None = None  #: (B, T-1, Q) tracker permutations
+    track: torch.Tensor | None = None  #: (B, T-1, Q) tracker permutations of the last decoder layer
+    #: per decoder layer (B, T-1, K_l) tracker permutations (training: every layer is tracked on its own);
+    #: when given, it overrides `track`
+    track_layers: list[torch.Tensor] | None = None
 
 
 @dataclass
@@ -36,5 +39,8 @@ class ReferDinoOutput:
     interm_logits: torch.Tensor | None = None  #: (B, T, num_queries, 1) two-stage proposal logits
     interm_boxes: torch.Tensor | None = None  #: (B, T, num_queries, 4) two-stage proposal boxes
     interm_masks: torch.Tensor | None = None  #: (B, T, num_queries, H, W) proposal masks (training)
+    #: (B, T, num_queries, 4) the fixed anchors of the selected proposals: the official matcher matches the
+    #: interm set on these (and the mask decoder is referenced on them), while its box loss uses `interm_boxes`
+    interm_anchor_boxes: torch.Tensor | None = None
     selections: ForcedSelections | None = None  #: the discrete choices that were made
     tracker_state: Any = None  #: tracker memory after the last frame (continue a long video in windows)

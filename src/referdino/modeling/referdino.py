@@ -41,6 +41,7 @@ class FrameGrounding:
     proposal_logits: torch.Tensor  #: (N, K) two-stage scores of the selected tokens
     proposal_boxes: torch.Tensor  #: (N, K, 4) refined two-stage boxes (sigmoid)
     proposal_features: torch.Tensor  #: (N, K, C) projected encoder features of the selected tokens
+    proposal_anchors: torch.Tensor  #: (N, K, 4) fixed anchors of the selected tokens (sigmoid space)
 
 
 def concat_groundings(parts: list[FrameGrounding]) -> FrameGrounding:
@@ -64,7 +65,17 @@ def concat_groundings(parts: list[FrameGrounding]) -> FrameGrounding:
         cat(p.proposal_logits for p in parts),
         cat(p.proposal_boxes for p in parts),
         cat(p.proposal_features for p in parts),
+        cat(p.proposal_anchors for p in parts),
     )
+
+
+def _forced_tracks(forced: ForcedSelections | None, n_layers: int) -> list[torch.Tensor | None]:
+    """Tracker permutations to replay per decoder layer (None: match freely)."""
+    if forced is None:
+        return [None] * n_layers
+    if forced.track_layers is not None:
+        return list(forced.track_layers)
+    return [None] * (n_layers - 1) + [forced.track]
 
 
 class ReferDino(nn.Module):
@@ -167,6 +178,7 @@ class ReferDino(nn.Module):
             contrastive_logit(proposals.features, enhanced, text_mask),
             proposals.boxes_unsigmoid.sigmoid(),
             proposals.features,
+            proposals.anchors,
         )
 
     def predict_layer(
@@ -302,14 +314,14 @@ class ReferDino(nn.Module):
         preds = []
         perm = None
         new_state = None
+        forced_tracks = _forced_tracks(forced, len(grounding.layers))[-len(layers):]
         for i, layer in enumerate(layers):
             last = i == len(layers) - 1
             q = layer.hidden.shape[1]
             pred, p, state = self.predict_layer(
                 layer.hidden.view(b, t, q, -1), layer.reference.view(b, t, q, 4), text_bt, text.token_mask, pixel,
                 temporal=temporal, tracker_state=tracker_state if last else None,
-                forced_track=forced.track if (forced is not None and last) else None,
-                record=record if last else None,
+                forced_track=forced_tracks[i], record=record if last else None,
             )
             preds.append(pred)
             if last:
@@ -318,8 +330,9 @@ class ReferDino(nn.Module):
         k = grounding.proposal_logits.shape[1]
         interm_masks = None
         if all_layers and pixel is not None:
-            # the two-stage proposals are decoded to masks too (official training), referenced on their boxes
-            boxes = grounding.proposal_boxes.detach()
+            # the two-stage proposals are decoded to masks too (official training), the selected encoder
+            # features as queries, referenced on their fixed anchors (not on the refined proposal boxes)
+            boxes = grounding.proposal_anchors
             frame_mask = text.token_mask.repeat_interleave(t, 0)
             _, interm_masks = self.mask_decoder(
                 grounding.proposal_features, self.decoder.query_pos(boxes), boxes, pixel, grounding.enhanced_text,
@@ -334,6 +347,7 @@ class ReferDino(nn.Module):
             interm_logits=grounding.proposal_logits.view(b, t, k, 1),
             interm_boxes=grounding.proposal_boxes.view(b, t, k, 4),
             interm_masks=interm_masks,
+            interm_anchor_boxes=grounding.proposal_anchors.view(b, t, k, 4),
             selections=ForcedSelections(
                 topk=None, kept=[layer.kept for layer in grounding.layers], track=perm
             ),
@@ -341,40 +355,45 @@ class ReferDino(nn.Module):
         )
 
     # ------------------------------------------------------------------ persistence (I/O lives in weights.py)
-    def save_pretrained(self, directory: str) -> None:
-        """Write `config.json` + `model.safetensors` into `directory`."""
+    def save_pretrained(self, directory: str, *, overwrite: bool = False) -> None:
+        """Write `config.json` + `model.safetensors` into `directory` (new, empty or an earlier model folder;
+        `overwrite`: also one holding other files, which are kept)."""
         from ..weights import save_pretrained
 
-        save_pretrained(self, directory)
+        save_pretrained(self, directory, overwrite=overwrite)
 
     @classmethod
-    def from_pretrained(cls, directory: str, *, device: str | torch.device = "cpu") -> "ReferDino":
-        """Build the model from `config.json` and load `model.safetensors` strictly."""
-        from pathlib import Path
+    def from_pretrained(cls, name_or_path: str, *, device: str | torch.device = "cpu") -> "ReferDino":
+        """Build the model and load its weights strictly from any of:
 
-        from ..weights import WEIGHTS_NAME, CheckpointError, load_state_dict_strict, read_config, read_safetensors
+        * a published model NAME (`referdino models`: `ryt_mevis_swinb`, `ryt_swinb`, ..., `demo`), fetched
+          through the Hugging Face Hub cache and converted once into our cache;
+        * a folder written by `save_pretrained` / `referdino convert`, or a `transformers` GroundingDINO folder;
+        * a checkpoint file: official ReferDINO or GroundingDINO `.pth`, a `referdino train` checkpoint, or
+          safetensors. Layout and preset (Swin-T / Swin-B, ...) are recognised from the keys and shapes.
 
-        path = Path(directory)
-        if not path.exists():
-            raise CheckpointError(f"checkpoint not found: {directory}")
-        if not path.is_dir():
-            raise CheckpointError(
-                f"{directory} is a file; give the folder written by save_pretrained or `referdino convert`"
-            )
-        config = read_config(path)
-        if not (path / WEIGHTS_NAME).is_file():
-            raise CheckpointError(f"{directory} has no {WEIGHTS_NAME}")
-        state = read_safetensors(path / WEIGHTS_NAME)
-        with torch.device("meta"):
-            model = cls(config)
-        model = model.to_empty(device="cpu")
-        load_state_dict_strict(model, state, source=str(path / WEIGHTS_NAME))
+        Files are never unpickled with code (`weights_only=True`). Modules a GroundingDINO source lacks keep a
+        deterministic initialisation."""
+        from ..resolve import resolve_pretrained  # resolution lives outside the model module
+        from ..weights import load_state_dict_strict
+
+        resolved = resolve_pretrained(name_or_path)
+        if resolved.allow_missing:  # some modules keep their initialisation: build them for real
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = cls(resolved.config)
+        else:
+            with torch.device("meta"):
+                model = cls(resolved.config)
+            model = model.to_empty(device="cpu")
+        load_state_dict_strict(model, resolved.state, allow_missing=resolved.allow_missing, source=resolved.source)
         for name, buf in model.named_buffers():
             if name.endswith("relative_position_index"):
                 window = int(round(buf.shape[0] ** 0.5))
                 from .swin import relative_position_index
 
                 buf.copy_(relative_position_index(window))
+        model.resolved_from = resolved.describe()  # type: ignore[assignment]
         return model.to(device).eval()
 
     def segment(

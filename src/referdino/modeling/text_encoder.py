@@ -27,8 +27,8 @@ class TextEncoder(nn.Module):
             max_position_embeddings=config.max_position_embeddings,
             hidden_act="gelu",
             layer_norm_eps=1e-12,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
+            hidden_dropout_prob=config.dropout,
+            attention_probs_dropout_prob=config.dropout,
         )
         self.bert = BertModel(bert_config, add_pooling_layer=False)
         self.projection = nn.Linear(config.hidden_size, d_model)

@@ -3,6 +3,7 @@
 `generate_clip` builds one video in memory; `generate_world` writes many in the Ref-YouTube-VOS layout::
 
     <out>/world.json                                      generator parameters, seed, per-video seeds, vocabulary
+    <out>/.referdino.json                                 the entries referdino wrote (see referdino.output_dirs)
     <out>/meta_expressions/<split>/meta_expressions.json  {"videos": {vid: {"expressions": {"0": {"exp", "obj_id"}},
                                                                            "frames": [...]}}}
     <out>/<split>/JPEGImages/<vid>/<frame>.jpg            frames named 00000, 00005, ... (every 5th, as in YTVOS)
@@ -20,11 +21,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import re
-import shutil
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from .io import JPEG_QUALITY, atomic_write_bytes, write_json, write_video_annotations, write_video_frames
+from ..output_dirs import OutputError, check_output_dir, record_outputs, remove_outputs
+from .io import JPEG_QUALITY, write_json, write_video_annotations, write_video_frames
 from .render import background, half_extent, half_size, shape_mask
 from .vocab import (
     COLOURS,
@@ -52,7 +52,7 @@ from .vocab import (
 
 FORMAT = "referdino-synth"
 FORMAT_VERSION = 1
-#: written first into an output folder, removed when world.json is complete: marks a folder as ours to rewrite
+#: marked an unfinished world before `referdino.output_dirs`; still recognised, and removed on rewrite
 _MARKER = ".referdino-synth-incomplete"
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _STATIC_VALUES = {"kind": KINDS, "colour": tuple(COLOURS), "size": SIZES}
@@ -395,30 +395,19 @@ def video_seed(seed: int, split: str, index: int) -> int:
     return int(ss.generate_state(1, dtype=np.uint32)[0])
 
 
-def _prepare_out_dir(out: Path, splits: Sequence[str]) -> None:
-    """Create `out` or clear a previous synthetic world in it; refuse files and foreign non-empty folders."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output path is a file, not a directory: {out}")
-    world = out / "world.json"
-    old_splits: list[str] = []
-    if out.is_dir() and any(out.iterdir()):
-        if not (world.is_file() or (out / _MARKER).exists()):
-            raise ValueError(f"output directory {out} is not empty and holds no synthetic world (world.json)")
-        try:
-            old_splits = list(json.loads(world.read_text("utf-8")).get("splits", {}))
-        except (OSError, ValueError, AttributeError):
-            old_splits = []
+def _prepare_out_dir(out: Path, splits: Sequence[str], overwrite: bool = False) -> None:
+    """Create `out` or clear our previous synthetic world in it (`referdino.output_dirs`: a file, or a folder
+    with files we did not write unless `overwrite`, is refused; other files are never touched)."""
+    names = [*splits, "meta_expressions", "world.json"]
+    before = check_output_dir(out, "synth", names, overwrite=overwrite)
+    record_outputs(out, "synth", names)  # from here an interrupted run is still recognised as ours
+    # world.json goes first: an interrupted rewrite must not look complete
+    ours = sorted((n for n, k in before.items() if k == "synth"), key=lambda n: n != "world.json")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out / _MARKER, b"a synthetic world is being written here\n")
-        if world.exists():
-            world.unlink()  # an interrupted rewrite must not look complete
+        remove_outputs(out, ours)
     except OSError as exc:
-        raise ValueError(f"cannot write to output directory {out}: {exc.strerror or exc}") from None
-    for split in dict.fromkeys([*old_splits, *splits]):
-        if _SPLIT_NAME.fullmatch(split):
-            shutil.rmtree(out / split, ignore_errors=True)
-            shutil.rmtree(out / "meta_expressions" / split, ignore_errors=True)
+        raise OutputError(f"cannot clear the previous world in {out} ({exc.strerror or exc})") from None
+    record_outputs(out, "synth", names, exclusive=True)
 
 
 def generate_world(
@@ -429,12 +418,14 @@ def generate_world(
     splits: Sequence[str] = ("train", "valid"),
     jpeg_quality: int = JPEG_QUALITY,
     config: SynthConfig | None = None,
+    overwrite: bool = False,
     **params: Any,
 ) -> WorldSummary:
     """Write a synthetic world in the Ref-YouTube-VOS layout (see the module docstring) and return a summary.
 
     `videos` is the number of videos per split, or a {split: count} mapping. `params` are `SynthConfig` fields.
-    A previous synthetic world in `out_dir` is replaced; any other non-empty folder is refused (ValueError).
+    A previous synthetic world in `out_dir` is replaced; a folder holding other files is refused (ValueError)
+    unless `overwrite`, and even then those files are kept.
     """
     seed = _as_seed(seed)
     cfg = SynthConfig.make(config, **params)
@@ -450,7 +441,7 @@ def generate_world(
     if not 1 <= int(jpeg_quality) <= 100:
         raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
     out = Path(out_dir)
-    _prepare_out_dir(out, splits)
+    _prepare_out_dir(out, splits, overwrite)
 
     world_splits: dict[str, Any] = {}
     expression_counts: dict[str, dict[str, int]] = {}
@@ -526,6 +517,8 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--height", type=int, default=d.height, help=f"frame height (default {d.height})")
     parser.add_argument("--width", type=int, default=d.width, help=f"frame width (default {d.width})")
     parser.add_argument("--quality", type=int, default=JPEG_QUALITY, help=f"JPEG quality (default {JPEG_QUALITY})")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a folder that holds other files (they are kept; only our world is replaced)")
     return parser
 
 
@@ -534,6 +527,7 @@ def run_synth(args: argparse.Namespace) -> WorldSummary:
     return generate_world(
         args.out, videos=args.videos, seed=args.seed, splits=splits, jpeg_quality=args.quality,
         frames=args.frames, objects=args.objects, height=args.height, width=args.width,
+        overwrite=getattr(args, "overwrite", False),
     )
 
 

@@ -25,14 +25,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..modeling.referdino import ReferDino
+from ..output_dirs import check_output_dir, record_outputs
 from ..processing.text import tokenize
 from ..weights import CheckpointError, load_state_dict_strict, read_config, read_safetensors
 from .checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from .freezing import apply_official_freezing
+from .step import backward_and_clip, forward_losses
 
 logger = logging.getLogger(__name__)
+#: what a run writes into its out_dir (`referdino.output_dirs`)
+RUN_OUTPUTS = ("train_config.json", "model_config.json", "checkpoints", "log.csv", "tensorboard")
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -106,13 +110,17 @@ class Trainer:
         collate_fn: Any = None,
         dist: DistInfo | None = None,
         progress: bool = True,
+        overwrite: bool = False,
     ) -> None:
+        """overwrite: out_dir may hold files referdino did not write (they are kept); an earlier run's own
+        out_dir (--resume) and a new or empty one need no flag."""
         from ..losses import Criterion, get_loss_preset
 
         self.config = config.validate()
         self.dist = dist or init_distributed(config.device)
         self.device = self.dist.device
         self.out_dir = Path(config.out_dir)
+        self.overwrite, self._out_checked = overwrite, False
         self.progress = progress and self.dist.is_main
         torch.manual_seed(config.seed + self.dist.rank)
         self.model_config = config.model_config()
@@ -201,7 +209,17 @@ class Trainer:
             "model_config": self.model_config.to_json(),
         }
 
+    def _prepare_out_dir(self) -> None:
+        """Refuse a file or a folder with files we did not write (every rank looks; rank 0 records the run)."""
+        if self._out_checked:
+            return
+        check_output_dir(self.out_dir, "train", RUN_OUTPUTS, overwrite=self.overwrite)
+        if self.dist.is_main:
+            record_outputs(self.out_dir, "train", RUN_OUTPUTS)
+        self._out_checked = True
+
     def save(self, tag: str) -> Path:
+        self._prepare_out_dir()
         path = self.out_dir / "checkpoints" / f"{tag}.pt"
         if self.dist.is_main:
             state = self.checkpoint_state()
@@ -230,17 +248,15 @@ class Trainer:
     def train_step(self, batch: Any) -> dict[str, float]:
         batch = batch.to(self.device)
         text = tokenize(batch.captions, self.model_config.text.max_text_len).to(self.device)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-            outputs = self.ddp_model(batch.frames, text, all_layers=True)
-            losses = self.criterion(outputs, batch)
+        _, losses = forward_losses(
+            self.ddp_model, self.criterion, batch.frames, text, batch,
+            autocast_dtype=torch.float16 if self.use_amp else None,
+        )
         loss = losses["loss"]
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {self.state.global_step}; lower the lr")
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.config.clip_max_norm > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_max_norm)
+        backward_and_clip(loss, self.model, self.config.clip_max_norm, self.scaler, self.optimizer)
         warm = self._warmup_factor()
         scheduled = [group["lr"] for group in self.optimizer.param_groups]
         for group in self.optimizer.param_groups:
@@ -281,6 +297,7 @@ class Trainer:
     def fit(self) -> TrainState:
         c = self.config
         self._fit_start = time.perf_counter()
+        self._prepare_out_dir()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
             (self.out_dir / "train_config.json").write_text(c.to_json())
