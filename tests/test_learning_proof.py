@@ -14,6 +14,12 @@ def test_learning_proof_pipeline_writes_results(tmp_path):
         assert 0.0 <= results[key] <= 1.0
     assert results["train_minutes"] > 0 and results["train_steps"] >= 1
     assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    curves = json.loads((out / "loss_curves.json").read_text())
+    assert len(curves["image"]) == results["image_steps"]
+    assert len(curves["image"]) + len(curves["temporal"]) == results["train_steps"]
+    (out / "learning_curves.png").unlink()  # --plot-only re-draws the figure from the JSON files
+    assert main(["--out", str(out), "--plot-only"]) == 0
+    assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert results["image_steps"] >= 1 and results["train_steps"] > results["image_steps"]
     for phase in ("image", "temporal", "no_temporal"):
         assert (out / "runs" / phase / "checkpoints" / "last.pt").is_file()

@@ -42,10 +42,10 @@ def _one_line_error(capsys, *words):
     return err[0]
 
 
-def _segment(capsys, image, checkpoint, out, *extra, text="a cat"):
+def _segment(capsys, image, checkpoint, out, *extra, text="a cat", no_video=True):
     capsys.readouterr()
     return main(["segment", str(image), "--text", text, "--checkpoint", str(checkpoint), "--out", str(out),
-                 "--short-side", "48", "--no-video", "--no-progress", *extra])
+                 "--short-side", "48", *(["--no-video"] if no_video else []), "--no-progress", *extra])
 
 
 # ------------------------------------------------------------------ the rule itself
@@ -86,8 +86,20 @@ def test_segment_keeps_a_users_file(checkpoint, image, tmp_path, capsys):
     assert user.read_text() == "mine" and (out / "00_a_cat" / "masks.json").is_file()
     # again with another expression: our old folder goes, the user's file stays
     assert _segment(capsys, image, checkpoint, out, "--overwrite", text="a dog") == 0
-    assert sorted(p.name for p in out.iterdir()) == [MARKER, "00_a_dog", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "00_a_dog", "contact_sheet.png", "notes.txt"]
     assert user.read_text() == "mine"
+    # a user's file named as one of our top-level outputs is never replaced either; one we do not write is kept
+    mine = tmp_path / "mine"
+    _user_folder(mine, "contact_sheet.png", "my sheet")
+    _user_folder(mine, "overlay.mp4", "my video")
+    assert _segment(capsys, image, checkpoint, mine, "--overwrite") == 2
+    _one_line_error(capsys, "contact_sheet.png", "not written by referdino")
+    (mine / "contact_sheet.png").unlink()
+    assert _segment(capsys, image, checkpoint, mine, "--overwrite") == 0  # --no-video: overlay.mp4 is not ours
+    assert (mine / "overlay.mp4").read_text() == "my video" and (mine / "contact_sheet.png").is_file()
+    assert _segment(capsys, image, checkpoint, mine, "--overwrite", no_video=False) == 2
+    _one_line_error(capsys, "overlay.mp4", "not written by referdino")
+    assert (mine / "overlay.mp4").read_text() == "my video"
     # a user's folder with the very name we need is never replaced, even with --overwrite
     theirs = tmp_path / "theirs"
     _user_folder(theirs / "00_a_cat", "keep.png", "png")
@@ -112,14 +124,19 @@ def test_segment_reruns_into_its_own_output(checkpoint, image, tmp_path, capsys)
     assert main(["segment", str(image), "--text", "a cat", "--text", "a dog", "--checkpoint", str(checkpoint),
                  "--out", str(out), "--short-side", "48", "--no-video", "--no-progress"]) == 0
     first = (out / "00_a_cat" / "masks.json").read_text()
-    assert _segment(capsys, image, checkpoint, out) == 0  # no flag needed: only our outputs are there
-    assert sorted(p.name for p in out.iterdir()) == [MARKER, "00_a_cat"]  # 01_a_dog was ours: replaced
+    assert _segment(capsys, image, checkpoint, out, no_video=False) == 0  # no flag needed: only ours are there
+    # 01_a_dog was ours: replaced; the combined video and the contact sheet are ours too
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "00_a_cat", "contact_sheet.png", "overlay.mp4"]
     assert (out / "00_a_cat" / "masks.json").read_text() == first
-    assert json.loads((out / MARKER).read_text())["entries"] == {"00_a_cat": "segment"}
-    # a folder written before the marker existed is recognised by its layout
+    assert json.loads((out / MARKER).read_text())["entries"] == {
+        "00_a_cat": "segment", "contact_sheet.png": "segment", "overlay.mp4": "segment"}
+    assert _segment(capsys, image, checkpoint, out) == 0  # --no-video: our earlier combined video goes
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "00_a_cat", "contact_sheet.png"]
+    # a folder written before the marker existed (expression folders only) is recognised by its layout
     (out / MARKER).unlink()
+    (out / "contact_sheet.png").unlink()
     assert _segment(capsys, image, checkpoint, out, text="a bird") == 0
-    assert sorted(p.name for p in out.iterdir()) == [MARKER, "00_a_bird"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "00_a_bird", "contact_sheet.png"]
 
 
 def test_segment_api_writer_refuses_a_foreign_folder(tmp_path):

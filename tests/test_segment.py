@@ -51,8 +51,9 @@ def test_segment_video_file_writes_all_outputs(checkpoint, tmp_path, capsys):
                               "--checkpoint", str(checkpoint), "--out", str(out), "--short-side", "48",
                               "--window", "4", "--no-progress"], capsys)
     assert code == 0, err
-    dirs = sorted(p.name for p in out.iterdir() if p.name != ".referdino.json")  # the marker: see output_dirs
-    assert dirs == ["00_the_red_ball", "01_a_dog_on_the_left"]
+    entries = sorted(p.name for p in out.iterdir() if p.name != ".referdino.json")  # the marker: see output_dirs
+    assert entries == ["00_the_red_ball", "01_a_dog_on_the_left", "contact_sheet.png", "overlay.mp4"]
+    dirs = entries[:2]
     for d in dirs:
         pngs = sorted((out / d / "masks").glob("*.png"))
         assert [p.stem for p in pngs] == [f"{i:05d}" for i in range(6)]
@@ -62,7 +63,27 @@ def test_segment_video_file_writes_all_outputs(checkpoint, tmp_path, capsys):
         assert len(data["frames"]) == 6 and data["frames"][0]["segmentation"]["size"] == [48, 80]
         assert len(data["frames"][0]["box_xyxy"]) == 4 and 0 <= data["frames"][0]["score"] <= 1
         assert (out / d / "overlay.mp4").stat().st_size > 0
+    # the combined overlay: every frame, enlarged to 480 pixels wide (legible legend), the legend band below
+    width, height, count = _video_size_and_frames(out / "overlay.mp4")
+    assert (width, count) == (480, 6) and height > 48 * 6
+    _check_contact_sheet(out / "contact_sheet.png")
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def _video_size_and_frames(path):
+    import av
+
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        return stream.width, stream.height, sum(1 for _ in c.decode(stream))
+
+
+def _check_contact_sheet(path):
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as sheet:
+        assert 400 <= sheet.width <= 4000 and 200 <= sheet.height <= 4000, sheet.size
+        pixels = np.asarray(sheet.convert("RGB"))
+    assert pixels.std() > 10  # not a blank page
 
 
 def test_frame_folder_image_and_no_video(checkpoint, tmp_path, capsys):
@@ -77,6 +98,8 @@ def test_frame_folder_image_and_no_video(checkpoint, tmp_path, capsys):
     assert code == 0, err
     assert sorted(p.stem for p in (tmp_path / "o1" / "00_a_cat" / "masks").glob("*.png")) == ["a", "b", "c"]
     assert not (tmp_path / "o1" / "00_a_cat" / "overlay.mp4").exists()
+    assert not (tmp_path / "o1" / "overlay.mp4").exists()  # --no-video: no combined video, the sheet all the same
+    _check_contact_sheet(tmp_path / "o1" / "contact_sheet.png")
     image = tmp_path / "one.jpg"
     Image.fromarray(frames[0]).save(image)
     code, _, err = _run(["segment", str(image), "--text", "a cat", "--checkpoint", str(checkpoint), "--out",
@@ -84,22 +107,51 @@ def test_frame_folder_image_and_no_video(checkpoint, tmp_path, capsys):
     assert code == 0, err
 
 
+def test_writer_long_stream_combined_video_and_bounded_sheet(tmp_path):
+    from referdino.inference.writers import SHEET_FRAMES, SegmentationWriter
+
+    n, exprs = 61, ["a cat", "the dog on the left that runs away from the camera", "c"]
+    writer = SegmentationWriter(tmp_path / "o", exprs, 12.0)
+    frames = _frames(n, 40, 64)
+    masks = np.zeros((3, 40, 64), bool)
+    for i in range(n):
+        masks[:, :, :] = False
+        masks[0, 5:20, i % 60 : i % 60 + 4] = True
+        masks[1, 20:30, 10:30] = True
+        writer.add(f"{i:05d}", frames[i], masks, np.zeros((3, 4)), np.ones(3))
+        assert len(writer._sampler.kept) <= 4 * SHEET_FRAMES  # bounded, however long the video
+    tiles = writer._sampler.tiles()
+    assert len(tiles) == SHEET_FRAMES and tiles[0][0] == 0 and tiles[-1][0] == n - 1
+    writer.close()
+    width, height, count = _video_size_and_frames(tmp_path / "o" / "overlay.mp4")
+    assert (width, count) == (512, n) and height > 40 * 8  # 64 px wide enlarged x8 (>= 480), the legend below
+    _check_contact_sheet(tmp_path / "o" / "contact_sheet.png")
+    marker = json.loads((tmp_path / "o" / ".referdino.json").read_text())["entries"]
+    assert marker == {e: "segment" for e in ["00_a_cat", "01_the_dog_on_the_left_that_runs_away_from", "02_c",
+                                              "contact_sheet.png", "overlay.mp4"]}
+
+
 def test_api_windows_and_shared_backbone(checkpoint):
-    model = ReferDino.from_pretrained(str(checkpoint))
+    from referdino import Segmenter
+
+    segmenter = Segmenter.from_pretrained(str(checkpoint), dtype="fp32")
+    model = segmenter.model
     frames = _frames(7)
-    whole = model.segment(frames, ["a cat", "the red ball"], short_side=48, window=7)
-    again = model.segment(frames, ["a cat", "the red ball"], short_side=48, window=7)
+    whole = segmenter.segment(frames, ["a cat", "the red ball"], short_side=48, window=7)
+    again = segmenter.segment(frames, ["a cat", "the red ball"], short_side=48, window=7)
     assert np.array_equal(whole.expressions[0].masks, again.expressions[0].masks)
-    single = model.segment(frames, "the red ball", short_side=48, window=7)
+    single = segmenter.segment(frames, "the red ball", short_side=48, window=7)
     # the expressions share the backbone but not their answers: the batched run equals the single one
     assert np.array_equal(single.expressions[0].masks, whole.expressions[1].masks)
-    windowed = model.segment(frames, ["a cat"], short_side=48, window=3)
+    windowed = segmenter.segment(frames, ["a cat"], short_side=48, window=3)
     assert windowed.expressions[0].masks.shape == (7, 48, 80)
     calls = []
     original = model.encode_images
     model.encode_images = lambda x: calls.append(x.shape[0]) or original(x)
-    model.segment(frames, ["a", "b", "c", "d"], short_side=48, window=4)
+    segmenter.segment(frames, ["a", "b", "c", "d"], short_side=48, window=4)
     assert calls == [4, 3]  # once per window, whatever the number of expressions
+    with pytest.raises(ValueError, match="no expression"):
+        segmenter.segment(frames, [])
 
 
 @pytest.mark.parametrize(
@@ -175,5 +227,7 @@ def test_demo_runs_offline_with_the_embedded_model(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--no-video"]) == 0
     out = capsys.readouterr().out
     assert "embedded demo model" in out and "J&F against the generated ground truth" in out
-    dirs = [p for p in (tmp_path / "demo").iterdir() if p.name != ".referdino.json"]
+    dirs = [p for p in (tmp_path / "demo").iterdir() if p.is_dir()]
     assert dirs and all((d / "masks.json").is_file() for d in dirs)
+    _check_contact_sheet(tmp_path / "demo" / "contact_sheet.png")
+    assert not (tmp_path / "demo" / "overlay.mp4").exists()

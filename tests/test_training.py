@@ -135,3 +135,21 @@ def test_bad_training_inputs_are_one_line_errors(world, tmp_path, capsys):
     assert len(err) == 4 and all(line.startswith("referdino train: error:") for line in err), err
     with pytest.raises(ConfigError):
         resolve_train_config("synthetic_tiny", ["model.lora.rank=many"])
+
+
+def test_bf16_autocast_training_on_the_cpu(world, tmp_path):
+    trainer = Trainer(_config(world, tmp_path, "lr=1e-3", "warmup_steps=0", "amp=bf16", *NO_DROP), progress=False)
+    assert trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
+    batch = trainer.collate_fn([trainer.dataset[(0, 0)], trainer.dataset[(0, 1)]])
+    losses = [trainer.train_step(batch)["loss"] for _ in range(4)]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0], losses
+    assert next(trainer.model.parameters()).dtype == torch.float32  # autocast: the weights stay float32
+
+
+def test_amp_values(world, tmp_path):
+    assert _config(world, tmp_path, "amp=true").amp == "fp16"  # the official enable_amp
+    assert _config(world, tmp_path, "amp=false").amp == "off"
+    with pytest.raises(ConfigError, match="amp"):
+        _config(world, tmp_path, "amp=fp8")
+    with pytest.raises(ValueError, match="CUDA"):
+        Trainer(_config(world, tmp_path, "amp=fp16", "device=cpu"), progress=False)

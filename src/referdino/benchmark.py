@@ -8,10 +8,15 @@ binary mask per frame at the frame size. Warm-up runs come first; the reported t
 Besides time it reports, for the same clip:
 - FLOPs per frame counted by `torch.utils.flop_counter` (matmuls, convolutions, attention; the sampling in
   deformable attention is not a FLOP-counted op and is negligible), and the decoder's share;
-- the fp32 matmul rate of this machine at the same thread count, and the "floor" = FLOPs / rate;
+- the matmul rate of this machine in the run's dtype at the same thread count, and the "floor" = FLOPs / rate;
 - peak memory: RSS on a CPU (process high-water mark), `torch.cuda.max_memory_allocated` on a GPU;
 - optionally (`--compare transformers`) transformers' GroundingDINO (its default = grounding-dino-tiny layout,
   random weights) run per frame in the same process and conditions, and the ratio ours / theirs.
+
+`--dtype auto|fp32|bf16|fp16` (`referdino.precision`): the weights are cast to the dtype and the model runs in it
+(float32 islands in the model code); `--autocast` instead keeps fp32 weights under `torch.autocast`, for comparison.
+`--baseline fp32` also times a second copy of the same model in that dtype, its runs interleaved with ours in the
+same process (a fair speed-up on a shared, noisy machine).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import torch
 
 from .config import PRESETS, get_preset
 from .modeling.referdino import ReferDino
+from .precision import NAMES, autocast, cast_model, describe, resolve_dtype
 from .processing.postprocess import best_query, binary_masks
 
 EXPRESSIONS = (
@@ -60,12 +66,18 @@ class BenchmarkResult:
     memory_kind: str  #: "rss" (CPU) or "cuda_max_allocated"
     gflop_per_frame: float | None = None
     decoder_gflop_per_frame: float | None = None
-    matmul_gflops: float | None = None  #: measured fp32 matmul rate (GFLOP/s)
+    matmul_gflops: float | None = None  #: measured matmul rate in the run's dtype (GFLOP/s)
     floor_ms_per_frame: float | None = None  #: gflop_per_frame / matmul rate
     floor_ratio: float | None = None  #: ms_per_frame / floor_ms_per_frame
     transformers_ms_per_frame: float | None = None
     ratio: float | None = None  #: ours / transformers
     notes: list[str] = field(default_factory=list)
+    precision: str = "weights"  #: "weights" (cast to `dtype`) or "autocast" (fp32 weights under torch.autocast)
+    baseline_dtype: str | None = None
+    baseline_seconds_per_run: list[float] | None = None  #: interleaved with ours, run by run
+    baseline_ms_per_frame: float | None = None
+    speedup: float | None = None  #: baseline / ours (medians)
+    speedup_best: float | None = None  #: baseline / ours (fastest runs: robust to load from other processes)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -74,7 +86,8 @@ class BenchmarkResult:
 
     def __str__(self) -> str:
         lines = [
-            f"{self.preset} on {self.device} ({self.dtype}, {self.threads} threads), {self.frames} frames "
+            f"{self.preset} on {self.device} ({self.dtype}{', autocast' if self.precision == 'autocast' else ''}, "
+            f"{self.threads} threads), {self.frames} frames "
             f"{self.height}x{self.width}, {self.expressions} expression(s), pruning {'on' if self.pruning else 'off'}",
             f"  ours: {self.ms_per_frame:.1f} ms/frame ({self.frames_per_second:.2f} frames/s); runs "
             + ", ".join(f"{s:.2f}" for s in self.seconds_per_run) + " s; peak "
@@ -84,8 +97,16 @@ class BenchmarkResult:
             lines.append(f"  {self.gflop_per_frame:.1f} GFLOP/frame (decoder {self.decoder_gflop_per_frame:.2f})")
         if self.floor_ms_per_frame is not None:
             lines.append(
-                f"  matmul {self.matmul_gflops:.0f} GFLOP/s -> floor {self.floor_ms_per_frame:.1f} ms/frame; "
+                f"  {self.dtype} matmul {self.matmul_gflops:.0f} GFLOP/s -> floor {self.floor_ms_per_frame:.1f} "
+                f"ms/frame; "
                 f"ours = {self.floor_ratio:.2f}x floor"
+            )
+        if self.baseline_ms_per_frame is not None:
+            lines.append(
+                f"  baseline {self.baseline_dtype} (same model, runs interleaved): {self.baseline_ms_per_frame:.1f} "
+                f"ms/frame; runs " + ", ".join(f"{s:.2f}" for s in self.baseline_seconds_per_run or []) +
+                f" s; speed-up {self.dtype} vs {self.baseline_dtype} = {self.speedup:.2f}x (medians), "
+                f"{self.speedup_best:.2f}x (fastest runs)"
             )
         if self.transformers_ms_per_frame is not None:
             lines.append(
@@ -108,12 +129,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _autocast(device: torch.device, dtype: str):  # type: ignore[no-untyped-def]
-    if dtype == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[dtype])
-
-
 def time_calls(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> list[float]:
     for _ in range(warmup):
         fn()
@@ -127,10 +142,28 @@ def time_calls(fn: Callable[[], object], device: torch.device, repeats: int, war
     return times
 
 
-def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    """Rate of a large fp32 matmul at the current thread count (the best of `repeats`)."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def time_interleaved(
+    fns: list[Callable[[], object]], device: torch.device, repeats: int, warmup: int = 1
+) -> list[list[float]]:
+    """Like `time_calls` for several functions, called in turn within each repeat (load drifts hit all alike)."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    _sync(device)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, ts in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            ts.append(time.perf_counter() - start)
+    return times
+
+
+def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Rate of a large matmul in `dtype` at the current thread count (the best of `repeats`)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     best = min(time_calls(lambda: a @ b, device, repeats, warmup=2))
     return 2 * n**3 / best / 1e9
 
@@ -170,10 +203,10 @@ def build_model(preset: str, pruning: bool = True) -> ReferDino:
 
 
 def transformers_ms_per_frame(
-    height: int, width: int, expression: str, device: torch.device, dtype: str, repeats: int
+    height: int, width: int, expression: str, device: torch.device, dtype: torch.dtype, repeats: int
 ) -> float:
     """transformers' GroundingDINO (default config = grounding-dino-tiny layout, random weights), one frame per
-    call as its API works (text encoder included in every call)."""
+    call as its API works (text encoder included in every call); reduced precision through torch.autocast."""
     try:
         from transformers import GroundingDinoConfig, GroundingDinoForObjectDetection
     except ImportError as exc:  # pragma: no cover - transformers is a dependency
@@ -191,7 +224,7 @@ def transformers_ms_per_frame(
     )
 
     def run() -> None:
-        with torch.inference_mode(), _autocast(device, dtype):
+        with torch.inference_mode(), autocast(device, dtype):
             model(**inputs)
 
     times = time_calls(run, device, repeats)
@@ -213,7 +246,12 @@ def run_benchmark(
     pruning: bool = True,
     compare: str | None = None,
     flops: bool = True,
+    use_autocast: bool = False,
+    baseline: str | None = None,
 ) -> BenchmarkResult:
+    """dtype: auto | fp32 | bf16 | fp16 (`referdino.precision.resolve_dtype`); the weights are cast to it, or with
+    `use_autocast` stay fp32 and run under torch.autocast. baseline: also time the same model (same weights) cast
+    to this dtype, interleaved with ours, and report the speed-up."""
     preset = resolve_preset(preset)
     if threads:
         torch.set_num_threads(threads)
@@ -222,39 +260,63 @@ def run_benchmark(
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda: no CUDA device is available")
+    torch_dtype, why = resolve_dtype(dtype, dev)
     torch.manual_seed(0)
     model = build_model(preset, pruning)
     model.to(dev)
+    if not use_autocast:
+        cast_model(model, torch_dtype)
     height, width = size, int(round(size * 16 / 9))
     pixels = torch.randn(frames, 3, height, width, device=dev)
     exprs = list(EXPRESSIONS[:expressions])
 
-    def run() -> None:
-        with torch.inference_mode(), _autocast(dev, dtype):
+    def run(mixed: bool = use_autocast) -> None:
+        with torch.inference_mode(), (autocast(dev, torch_dtype) if mixed else contextlib.nullcontext()):
             segment_clip(model, pixels, exprs)
 
+    runs: list[Callable[[], object]] = [run]
+    if baseline is not None:
+        base_dtype, _ = resolve_dtype(baseline, dev)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            base_model = cast_model(build_model(preset, pruning).to(dev), base_dtype)  # the same weights
+
+        def run_baseline() -> None:
+            with torch.inference_mode():
+                segment_clip(base_model, pixels, exprs)
+
+        runs.append(run_baseline)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    times = time_calls(run, dev, repeats)
+    times, *base_times = time_interleaved(runs, dev, repeats)
     if dev.type == "cuda":
         peak, kind = torch.cuda.max_memory_allocated(dev) / 2**30, "cuda_max_allocated"
     else:
         peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "rss"
     per_frame = statistics.median(times) / frames
     result = BenchmarkResult(
-        preset, str(dev), dtype, torch.get_num_threads(), frames, height, width, expressions, pruning,
-        times, per_frame * 1000, 1 / per_frame, peak, kind,
+        preset, str(dev), NAMES[torch_dtype], torch.get_num_threads(), frames, height, width, expressions, pruning,
+        times, per_frame * 1000, 1 / per_frame, peak, kind, precision="autocast" if use_autocast else "weights",
     )
+    result.notes.append(describe(torch_dtype, why))
+    if base_times:
+        result.baseline_dtype = NAMES[base_dtype]
+        result.baseline_seconds_per_run = base_times[0]
+        result.baseline_ms_per_frame = statistics.median(base_times[0]) / frames * 1000
+        result.speedup = result.baseline_ms_per_frame / result.ms_per_frame
+        result.speedup_best = min(base_times[0]) / min(times)
+        result.notes.append("peak memory holds both models (--baseline)")
     if flops:
-        total, per_module = count_flops(run)
+        # the count does not depend on the dtype; autocast is left out of it (FlopCounterMode decomposes einsum
+        # below the autocast layer, which then meets mixed dtypes)
+        total, per_module = count_flops(lambda: run(mixed=False))
         result.gflop_per_frame = total / frames / 1e9
         result.decoder_gflop_per_frame = per_module.get(type(model.decoder).__name__, 0.0) / frames / 1e9
-        if dtype == "fp32":
-            result.matmul_gflops = matmul_gflops(dev)
-            result.floor_ms_per_frame = result.gflop_per_frame / result.matmul_gflops * 1000
-            result.floor_ratio = result.ms_per_frame / result.floor_ms_per_frame
+        result.matmul_gflops = matmul_gflops(dev, dtype=torch_dtype)
+        result.floor_ms_per_frame = result.gflop_per_frame / result.matmul_gflops * 1000
+        result.floor_ratio = result.ms_per_frame / result.floor_ms_per_frame
     if compare == "transformers":
-        theirs = transformers_ms_per_frame(height, width, exprs[0], dev, dtype, repeats)
+        theirs = transformers_ms_per_frame(height, width, exprs[0], dev, torch_dtype, repeats)
         result.transformers_ms_per_frame = theirs
         result.ratio = result.ms_per_frame / theirs
         result.notes.append("transformers runs one frame per call (its text encoder in every call)")

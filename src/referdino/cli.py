@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from .config import PRESETS
+from .precision import CHOICES as PRECISIONS, DTYPE_HELP
 
 logger = logging.getLogger("referdino")
 _OVERWRITE_HELP = "write into a folder that holds other files (they are kept; only our own outputs are replaced)"
@@ -42,7 +43,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         result = run_benchmark(
             preset=args.config, frames=args.frames, size=args.size, threads=args.threads, repeats=args.repeats,
             json_path=args.json, device=args.device, dtype=args.dtype, expressions=args.expressions,
-            pruning=not args.no_pruning, compare=args.compare, flops=not args.no_flops,
+            pruning=not args.no_pruning, compare=args.compare, flops=not args.no_flops, use_autocast=args.autocast,
+            baseline=args.baseline,
         )
     except RuntimeError as exc:  # e.g. no CUDA device
         raise ValueError(str(exc)) from None
@@ -88,6 +90,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _cmd_app(args: argparse.Namespace) -> int:
+    from .app import run_app
+
+    return run_app(args)
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from .zoo import models_table
 
@@ -100,14 +108,19 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     from .inference.commands import load_model
     from .training.distributed import cleanup, init_distributed
 
+    from .precision import describe, resolve_dtype
+
     dist = init_distributed(args.device)
     try:
+        dtype, why = resolve_dtype(args.dtype, dist.device)
+        if dist.is_main:
+            print(describe(dtype, why))
         model = load_model(args.checkpoint, str(dist.device))
         out = predict_split(
             model, args.dataset, args.data_root, args.split, args.out, multi=args.multi, threshold=args.threshold,
             window=args.window, short_side=args.short_side, device=str(dist.device), rank=dist.rank,
             world_size=dist.world_size, progress=not args.no_progress, max_videos=args.max_videos,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, dtype=dtype,
         )
     finally:
         cleanup()
@@ -151,7 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("benchmark", help="model-only speed on random frames with random full-size weights")
     p.add_argument("--config", default="swint", help="swint, swinb (the ytvos presets) or any preset name")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast dtype")
+    p.add_argument("--dtype", default="fp32", choices=PRECISIONS,
+                   help="compute dtype: the weights are cast to it (auto: bf16 where the CPU/GPU has bf16 matrix "
+                        "units, else fp32)")
+    p.add_argument("--autocast", action="store_true",
+                   help="keep fp32 weights and run under torch.autocast to --dtype instead (for comparison)")
+    p.add_argument("--baseline", default=None, choices=PRECISIONS, metavar="DTYPE",
+                   help="also time the same model in DTYPE (e.g. fp32), runs interleaved with ours, and print the "
+                        "speed-up")
     p.add_argument("--frames", type=int, default=36, help="frames per clip (the paper times 36-frame clips)")
     p.add_argument("--size", type=int, default=360, help="short side (the long side is 16:9)")
     p.add_argument("--expressions", type=int, default=1, help="expressions segmented on the clip (1-4)")
@@ -196,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="the published models (--model NAME) and whether they are cached")
     p.set_defaults(func=_cmd_models)
 
+    from .app import add_app_arguments
+
+    p = sub.add_parser("app", help='a local web page to segment videos (needs: pip install "referdino[app]")')
+    add_app_arguments(p)
+    p.set_defaults(func=_cmd_app)
+
     p = sub.add_parser("infer", help="run a checkpoint over a benchmark split; writes PNGs and the submission zip")
     p.add_argument("dataset", choices=["ytvos", "mevis", "davis"])
     from .zoo import ModelName
@@ -212,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=36)
     p.add_argument("--short-side", type=int, default=360)
     p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=PRECISIONS, help=DTYPE_HELP)
     p.add_argument("--max-videos", type=int, default=0, help="only the first N videos (smoke tests)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)

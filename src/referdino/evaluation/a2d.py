@@ -10,31 +10,21 @@ in float32 (``compute_mask_iou``), so two empty masks give 1 and IoU = 0.5 of a 
 over a 2-pixel union comes out just above 0.5. P@K = fraction of images with IoU **strictly above** K;
 overall IoU = sum I / sum U; mean IoU = mean of the float32 IoUs.
 
-**mAP** (pycocotools ``COCOeval(gt, gt.loadRes(preds), iouType='segm')`` with ``params.useCats = 0``),
-re-implemented in numpy following ``cocoeval.py`` and ``maskApi.c`` of cocodataset/cocoapi:
+**mAP** is pycocotools' own ``COCOeval(gt, gt.loadRes(preds), iouType='segm')`` with ``params.useCats = 0``,
+run on the ground truth and predictions as loaded here (pycocotools is the field's standard and runs its mask
+IoUs in C; we used to re-implement it in numpy). What that means, and what the tests check:
 
 - ``COCO.loadRes``: every prediction must name a GT image; it gets ``id = index + 1``, ``iscrowd = 0``
-  and its mask area. ``COCOeval.__init__``/``evaluate``: ``imgIds = sorted(unique(GT image ids))``,
-  ``catIds = sorted(GT category ids)``; with ``useCats = 0`` the annotations of an image are those of all
-  ``catIds`` (concatenated in ``catIds`` order, file order within a category; anything with another
-  category id is left out). ``_prepare``: polygons are rasterised with ``rleFrPoly`` (a 4-number
-  "polygon" is a box, as ``frPyObjects``), ``ignore = iscrowd``.
-- ``computeIoU``: detections sorted by score (stable mergesort, descending) and cut to ``maxDets[-1] =
-  100``; ``maskUtils.iou``: intersection / union, 0 when they do not intersect, and intersection /
-  area(detection) for a crowd GT.
-- ``evaluateImg`` (area range "all" = [0, 1e10], maxDet 100): GTs sorted non-ignored first; for each IoU
-  threshold t in ``linspace(.5, .95, 10)`` and each detection in score order, the greedy match is the
-  not-yet-matched (or crowd) GT with the highest IoU >= min(t, 1 - 1e-10) (on equal IoU the later GT),
-  never moving from a regular GT to an ignored one; a detection matched to an ignored GT is ignored.
-  ``dtMatches`` stores the GT *id*, and later code tests it for truth, so a GT with id 0 counts as a miss
-  (as in pycocotools).
-- ``accumulate``: all detections of all images (images in ``imgIds`` order, images with neither GT nor
-  detection skipped) sorted by score (stable mergesort), cumulative TP/FP, recall = TP / #non-ignored
-  GT, precision = TP / (TP + FP + eps) made monotone from the right, sampled at the 101 recall
-  thresholds ``linspace(0, 1, 101)`` with ``searchsorted(side='left')`` (0 beyond the last recall);
-  no non-ignored GT at all -> -1.
-- ``summarize``: mAP = mean of the precision table over the 10 thresholds and 101 recall points (entries
-  > -1; -1 if none), AP50 / AP75 the same at ``iouThrs == .5`` / ``== .75``.
+  and its mask area. ``imgIds = sorted(unique(GT image ids))``, ``catIds = sorted(GT category ids)``; with
+  ``useCats = 0`` the annotations of an image are those of all ``catIds`` (anything with another category
+  id is left out). Polygons are rasterised with ``frPyObjects`` (a 4-number "polygon" is a box).
+- Detections are sorted by score and cut to the best 100 of each image; IoU is intersection / union, or
+  intersection / area(detection) for a crowd GT, which is ignored: a detection matched to it is neither a
+  TP nor a FP.
+- A GT with id 0 counts as a miss (``dtMatches`` stores the GT *id* and is later tested for truth).
+- Precision is ``TP / (TP + FP + eps)`` made monotone from the right, sampled at 101 recall points; mAP is
+  its mean over the IoU thresholds ``0.5:0.05:0.95`` (area range "all", maxDets 100), AP50 / AP75 the
+  same at one threshold; -1 when no GT counts.
 
 Deviation: a prediction without ``category_id`` counts as the first GT category (pycocotools raises
 ``KeyError``); MTTR/ReferDINO write ``category_id: 1`` and a single category ``{"id": 1}``.
@@ -42,6 +32,8 @@ Deviation: a prediction without ``category_id`` counts as the first GT category 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -95,65 +87,8 @@ def evaluate_a2d(pred_json: str | Path, gt_json: str | Path) -> dict[str, Any]:
 
 
 def poly_to_mask(xy: Sequence[float], height: int, width: int) -> np.ndarray:
-    """pycocotools ``rleFrPoly`` (maskApi.c) for one polygon ``[x0, y0, x1, y1, ...]``, decoded."""
-    h, w = int(height), int(width)
-    k = len(xy) // 2
-    scale = 5.0
-    x = [int(scale * float(xy[2 * j]) + 0.5) for j in range(k)]  # C (int) cast truncates toward zero
-    y = [int(scale * float(xy[2 * j + 1]) + 0.5) for j in range(k)]
-    x.append(x[0])
-    y.append(y[0])
-    u: list[int] = []
-    v: list[int] = []
-    for j in range(k):
-        xs, xe, ys, ye = x[j], x[j + 1], y[j], y[j + 1]
-        dx, dy = abs(xe - xs), abs(ys - ye)
-        flip = (dx >= dy and xs > xe) or (dx < dy and ys > ye)
-        if flip:
-            xs, xe, ys, ye = xe, xs, ye, ys
-        if dx >= dy:
-            s = (ye - ys) / dx if dx else 0.0
-            for d in range(dx + 1):
-                t = dx - d if flip else d
-                u.append(t + xs)
-                v.append(int(ys + s * t + 0.5))
-        else:
-            s = (xe - xs) / dy
-            for d in range(dy + 1):
-                t = dy - d if flip else d
-                v.append(t + ys)
-                u.append(int(xs + s * t + 0.5))
-    # points along the y-boundary, downsampled
-    bx: list[int] = []
-    by: list[int] = []
-    for j in range(1, len(u)):
-        if u[j] == u[j - 1]:
-            continue
-        xd = float(u[j] if u[j] < u[j - 1] else u[j] - 1)
-        xd = (xd + 0.5) / scale - 0.5
-        if math.floor(xd) != xd or xd < 0 or xd > w - 1:
-            continue
-        yd = float(v[j] if v[j] < v[j - 1] else v[j - 1])
-        yd = (yd + 0.5) / scale - 0.5
-        yd = 0.0 if yd < 0 else (float(h) if yd > h else yd)
-        bx.append(int(xd))
-        by.append(int(math.ceil(yd)))
-    a = sorted([xx * h + yy for xx, yy in zip(bx, by)] + [h * w])
-    prev = 0
-    for j in range(len(a)):
-        a[j], prev = a[j] - prev, a[j]
-    counts = [a[0]]
-    j = 1
-    while j < len(a):
-        if a[j] > 0:
-            counts.append(a[j])
-            j += 1
-        else:
-            j += 1
-            if j < len(a):
-                counts[-1] += a[j]
-                j += 1
-    return rle_api.decode({"size": [h, w], "counts": counts})
+    """One polygon ``[x0, y0, x1, y1, ...]`` rasterised by pycocotools (``frPyObjects``/``rleFrPoly``), decoded."""
+    return _segmentation_mask([[float(v) for v in xy]], height, width, "polygon")
 
 
 def _segmentation_mask(seg: Any, height: int, width: int, where: str) -> np.ndarray:
@@ -162,14 +97,13 @@ def _segmentation_mask(seg: Any, height: int, width: int, where: str) -> np.ndar
         if isinstance(seg, list):
             if not seg or not all(isinstance(p, list) for p in seg):
                 raise ValueError("a polygon segmentation is a non-empty list of coordinate lists")
-            mask = np.zeros((int(height), int(width)), dtype=bool)
-            is_box = len(seg[0]) == 4  # frPyObjects looks at the first entry only
-            for p in seg:
-                if is_box:
-                    xs, ys, bw, bh = (float(c) for c in p)
-                    p = [xs, ys, xs, ys + bh, xs + bw, ys + bh, xs + bw, ys]
-                mask |= poly_to_mask(p, height, width)
-            return mask
+            from pycocotools import mask as mask_api
+
+            try:  # frPyObjects looks at the first entry only to tell boxes from polygons
+                rle = mask_api.merge(mask_api.frPyObjects(seg, int(height), int(width)))
+            except Exception as e:  # noqa: BLE001 - pycocotools raises a bare Exception for unsupported input
+                raise ValueError(str(e) or type(e).__name__) from None
+            return rle_api.decode(rle)
         if isinstance(seg, Mapping):
             return rle_api.decode(seg)
         raise ValueError(f"unsupported segmentation of type {type(seg).__name__}")
@@ -298,96 +232,6 @@ def top1_iou_metrics(images: Mapping[Any, tuple[int, int]], gts: Sequence[_Ann],
 # ------------------------------------------------------------------------------------------- COCO AP
 
 
-def _mask_ious(dts: Sequence[_Ann], gts: Sequence[_Ann]) -> np.ndarray:
-    """``maskUtils.iou(d, g, iscrowd)``: (D, G) intersection over union (over the detection area for crowds)."""
-    out = np.zeros((len(dts), len(gts)))
-    for i, d in enumerate(dts):
-        for j, g in enumerate(gts):
-            if d.mask.shape != g.mask.shape:
-                raise DatasetError(f"prediction for image {d.image_id!r} is {d.mask.shape[0]}x{d.mask.shape[1]} "
-                                   f"but the ground truth is {g.mask.shape[0]}x{g.mask.shape[1]}")
-            inter = np.count_nonzero(d.mask & g.mask)
-            if inter == 0:
-                continue
-            union = np.count_nonzero(d.mask) if g.iscrowd else np.count_nonzero(d.mask | g.mask)
-            out[i, j] = inter / union
-    return out
-
-
-def _evaluate_image(gt: list[_Ann], dt: list[_Ann], area_rng: tuple[float, float]) -> dict[str, Any] | None:
-    """``COCOeval.computeIoU`` + ``COCOeval.evaluateImg`` for one image (categories ignored)."""
-    if not gt and not dt:
-        return None
-    dt = [dt[i] for i in np.argsort([-d.score for d in dt], kind="mergesort")][:MAX_DETS]
-    ious = _mask_ious(dt, gt) if gt and dt else np.zeros((0, 0))
-    g_ignore = [1 if (g.iscrowd or g.area < area_rng[0] or g.area > area_rng[1]) else 0 for g in gt]
-    gtind = np.argsort(g_ignore, kind="mergesort")
-    gt = [gt[i] for i in gtind]
-    gt_ig = np.array([g_ignore[i] for i in gtind])
-    if ious.size:
-        ious = ious[:, gtind]
-    n_t, n_g, n_d = len(IOU_THRS), len(gt), len(dt)
-    gtm = np.zeros((n_t, n_g))
-    dtm = np.zeros((n_t, n_d))
-    dt_ig = np.zeros((n_t, n_d))
-    if ious.size:
-        for tind, t in enumerate(IOU_THRS):
-            for dind, d in enumerate(dt):
-                iou = min([t, 1 - 1e-10])
-                m = -1
-                for gind, g in enumerate(gt):
-                    if gtm[tind, gind] > 0 and not g.iscrowd:
-                        continue
-                    if m > -1 and gt_ig[m] == 0 and gt_ig[gind] == 1:
-                        break
-                    if ious[dind, gind] < iou:
-                        continue
-                    iou = ious[dind, gind]
-                    m = gind
-                if m == -1:
-                    continue
-                dt_ig[tind, dind] = gt_ig[m]
-                dtm[tind, dind] = gt[m].id
-                gtm[tind, m] = d.id
-    outside = np.array([d.area < area_rng[0] or d.area > area_rng[1] for d in dt]).reshape((1, n_d))
-    dt_ig = np.logical_or(dt_ig, np.logical_and(dtm == 0, np.repeat(outside, n_t, 0)))
-    return {"dtMatches": dtm, "dtScores": [d.score for d in dt], "gtIgnore": gt_ig, "dtIgnore": dt_ig}
-
-
-def _accumulate(evals: list[dict[str, Any] | None]) -> np.ndarray:
-    """``COCOeval.accumulate`` for one category/area/maxDet: the (T, R) precision table (-1: no GT)."""
-    precision = -np.ones((len(IOU_THRS), len(REC_THRS)))
-    e_list = [e for e in evals if e is not None]
-    if not e_list:
-        return precision
-    dt_scores = np.concatenate([e["dtScores"][0:MAX_DETS] for e in e_list])
-    inds = np.argsort(-dt_scores, kind="mergesort")
-    dtm = np.concatenate([e["dtMatches"][:, 0:MAX_DETS] for e in e_list], axis=1)[:, inds]
-    dt_ig = np.concatenate([e["dtIgnore"][:, 0:MAX_DETS] for e in e_list], axis=1)[:, inds]
-    gt_ig = np.concatenate([e["gtIgnore"] for e in e_list])
-    npig = np.count_nonzero(gt_ig == 0)
-    if npig == 0:
-        return precision
-    tps = np.logical_and(dtm, np.logical_not(dt_ig))
-    fps = np.logical_and(np.logical_not(dtm), np.logical_not(dt_ig))
-    tp_sum = np.cumsum(tps, axis=1).astype(dtype=float)
-    fp_sum = np.cumsum(fps, axis=1).astype(dtype=float)
-    for t, (tp, fp) in enumerate(zip(tp_sum, fp_sum)):
-        nd = len(tp)
-        rc = tp / npig
-        pr = (tp / (fp + tp + np.spacing(1))).tolist()
-        q = [0.0] * len(REC_THRS)
-        for i in range(nd - 1, 0, -1):
-            if pr[i] > pr[i - 1]:
-                pr[i - 1] = pr[i]
-        for ri, pi in enumerate(np.searchsorted(rc, REC_THRS, side="left")):
-            if pi >= nd:
-                break  # pycocotools: IndexError caught, the rest stays 0
-            q[ri] = pr[pi]
-        precision[t] = q
-    return precision
-
-
 def _summarize(precision: np.ndarray, iou_thr: float | None = None) -> float:
     s = precision
     if iou_thr is not None:
@@ -398,20 +242,42 @@ def _summarize(precision: np.ndarray, iou_thr: float | None = None) -> float:
 
 def cocoeval_segm(images: Mapping[Any, tuple[int, int]], gts: Sequence[_Ann], dts: Sequence[_Ann],
                   cat_ids: Sequence[Any], area_rng: tuple[float, float] = AREA_ALL) -> dict[str, float]:
-    """mAP@0.5:0.95, AP50 and AP75 of ``COCOeval(iouType='segm')`` with ``useCats = 0``, maxDets 100."""
-    img_ids = sorted(set(images))
-    first_cat = cat_ids[0]
-    by_image_gt: dict[Any, dict[Any, list[_Ann]]] = {}
-    by_image_dt: dict[Any, dict[Any, list[_Ann]]] = {}
+    """mAP@0.5:0.95, AP50 and AP75 of pycocotools' ``COCOeval(iouType='segm')`` with ``useCats = 0``, maxDets 100."""
+    from pycocotools import mask as mask_api
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    shapes: dict[Any, set[tuple[int, ...]]] = {}
     for g in gts:
-        by_image_gt.setdefault(g.image_id, {}).setdefault(g.category_id, []).append(g)
+        shapes.setdefault(g.image_id, set()).add(g.mask.shape)
     for d in dts:
-        cat = first_cat if d.category_id is _ANY else d.category_id
-        by_image_dt.setdefault(d.image_id, {}).setdefault(cat, []).append(d)
-    evals = []
-    for img in img_ids:
-        gt = [g for c in cat_ids for g in by_image_gt.get(img, {}).get(c, [])]
-        dt = [d for c in cat_ids for d in by_image_dt.get(img, {}).get(c, [])]
-        evals.append(_evaluate_image(gt, dt, area_rng))
-    precision = _accumulate(evals)
+        for shape in shapes.get(d.image_id, ()):
+            if d.mask.shape != shape:
+                raise DatasetError(f"prediction for image {d.image_id!r} is {d.mask.shape[0]}x{d.mask.shape[1]} "
+                                   f"but the ground truth is {shape[0]}x{shape[1]}")
+    first_cat = cat_ids[0]
+
+    def ann(a: _Ann, score: float | None = None) -> dict[str, Any]:
+        out = {"id": a.id, "image_id": a.image_id, "area": a.area, "iscrowd": a.iscrowd,
+               "category_id": first_cat if a.category_id is _ANY else a.category_id,
+               "segmentation": mask_api.encode(np.asfortranarray(a.mask, dtype=np.uint8))}
+        if score is not None:
+            out["score"] = score
+        return out
+
+    head = {"images": [{"id": i, "height": h, "width": w} for i, (h, w) in images.items()],
+            "categories": [{"id": c} for c in cat_ids]}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        coco_gt, coco_dt = COCO(), COCO()
+        coco_gt.dataset = {**head, "annotations": [ann(g) for g in gts]}
+        coco_dt.dataset = {**head, "annotations": [ann(d, d.score) for d in dts]}  # as COCO.loadRes
+        coco_gt.createIndex()
+        coco_dt.createIndex()
+        ev = COCOeval(coco_gt, coco_dt, iouType="segm")
+        ev.params.useCats = 0
+        ev.params.areaRng, ev.params.areaRngLbl = [list(area_rng)], ["all"]
+        ev.params.maxDets = [MAX_DETS]
+        ev.evaluate()
+        ev.accumulate()
+    precision = ev.eval["precision"][:, :, 0, 0, 0]  # (T, R): one "category", one area range, one maxDets
     return {"mAP": _summarize(precision), "AP50": _summarize(precision, 0.5), "AP75": _summarize(precision, 0.75)}

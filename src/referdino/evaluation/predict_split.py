@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..output_dirs import check_output_dir, record_outputs, remove_outputs
 from ..weights import atomic_write_bytes
@@ -61,10 +62,17 @@ def predict_split(
     progress: bool = True,
     max_videos: int = 0,
     overwrite: bool = False,
+    dtype: torch.dtype | str | None = None,
 ) -> Path:
-    """overwrite: `out_dir` may hold other files (kept); our earlier predictions there are always replaced."""
+    """overwrite: `out_dir` may hold other files (kept); our earlier predictions there are always replaced.
+    dtype: None runs the model in its own dtype; a torch dtype or a name (auto, fp32, bf16, fp16) casts the model
+    to it in place first (`referdino.precision`)."""
     from ..data import DATASETS
-    from ..inference.segment import segment_frames
+    from ..inference.segmenter import Segmenter
+
+    segmenter = Segmenter(model, device=device, dtype=dtype)
+    if dtype is not None:
+        logger.info("precision %s (%s)", segmenter.dtype, segmenter.dtype_reason)
 
     if dataset not in ("ytvos", "mevis", "davis"):
         raise ValueError(f"split inference supports ytvos, mevis and davis, not {dataset!r}")
@@ -99,9 +107,9 @@ def predict_split(
                 for i, e in enumerate(exprs):
                     _save_png(out / "Annotations" / vid / e.expression_id / f"{name}.png", masks[i].astype(np.uint8) * 255)
 
-        segment_frames(
-            model, _frames(video)(), [e.caption for e in exprs], window=window, short_side=short_side, multi=multi,
-            threshold=threshold, device=device, keep_masks=False, on_frame_masks=write,
+        segmenter.segment(
+            _frames(video), [e.caption for e in exprs], window=window, short_side=short_side, multi=multi,
+            threshold=threshold, keep_masks=False, on_frame_masks=write,
         )
         if bar is not None:
             bar.update(1)

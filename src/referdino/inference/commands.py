@@ -29,8 +29,16 @@ def add_segment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, default=36, help="frames per window (bounded memory on long videos)")
     p.add_argument("--short-side", type=int, default=360, help="frames go to the model at this short side")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--no-video", action="store_true", help="skip the overlay MP4")
+    from ..precision import CHOICES, DTYPE_HELP
+
+    p.add_argument("--dtype", default="auto", choices=CHOICES, help=DTYPE_HELP)
+    p.add_argument("--no-video", action="store_true", help="skip the overlay MP4s (contact_sheet.png is still written)")
     p.add_argument("--no-progress", action="store_true")
+    # --- SAM2 refinement (issue 13): --refine sam2 [--sam2 SIZE] ---
+    from ..refine.commands import add_refine_arguments
+
+    add_refine_arguments(p)
+    # --- end SAM2 refinement ---
 
 
 def load_model(checkpoint: str | None, device: str, *, model: str | None = None):  # type: ignore[no-untyped-def]
@@ -67,26 +75,38 @@ def run_segment(args: argparse.Namespace) -> int:
 
     from ..output_dirs import check_output_dir
     from ..processing.text import normalize_caption
-    from .segment import segment_frames
+    from .segmenter import Segmenter
     from .video_io import open_video
-    from .writers import KIND, SegmentationWriter, expression_dirs
+    from .writers import KIND, SegmentationWriter, output_entries
 
     for text in args.text:
         normalize_caption(text)  # empty expressions fail before any work
-    check_output_dir(args.out, KIND, expression_dirs(args.text), overwrite=args.overwrite)  # ... and --out too
+    check_output_dir(args.out, KIND, output_entries(args.text, write_video=not args.no_video),  # ... and --out too
+                     overwrite=args.overwrite)
     source = open_video(args.video)
-    model = load_model(args.checkpoint, args.device)
+    from ..precision import describe, resolve_dtype
+
+    dtype, why = resolve_dtype(args.dtype, args.device)
+    print(describe(dtype, why))
+    # --- SAM2 refinement (issue 13): its checkpoint is resolved before any model loads (one-line error offline) ---
+    from ..refine.commands import prepare_refiner
+
+    refiner = prepare_refiner(args, dtype)
+    # --- end SAM2 refinement ---
+    segmenter = Segmenter(load_model(args.checkpoint, args.device), device=args.device, dtype=dtype)
     writer = SegmentationWriter(args.out, args.text, source.fps, write_video=not args.no_video,
                                 overwrite=args.overwrite)
     bar = None if args.no_progress else tqdm(total=source.num_frames, desc="segmenting", unit="frame",
                                               dynamic_ncols=True)
     start = time.perf_counter()
     try:
-        result = segment_frames(
-            model, source.frames(), args.text, window=args.window, short_side=args.short_side, multi=args.multi,
-            threshold=args.threshold, device=args.device, keep_masks=False, on_frame_masks=writer.add,
-            replay=source.frames, progress=bar, fps=source.fps,
-        )
+        if refiner is not None:  # --- SAM2 refinement (issue 13): ReferDINO, then SAM2, into the same writer ---
+            result = refiner.segment(segmenter.model, source, writer, bar)
+        else:
+            result = segmenter.segment(
+                source, args.text, window=args.window, short_side=args.short_side, multi=args.multi,
+                threshold=args.threshold, keep_masks=False, on_frame_masks=writer.add, progress=bar,
+            )
         out = writer.close()
     except BaseException:
         writer.abort()

@@ -1,8 +1,8 @@
 """`referdino demo`: the main job on an embedded default, offline.
 
 Generates a synthetic clip (moving shapes, static and motion-only expressions), segments it with the small
-model shipped in the package, writes the outputs of `referdino segment` (PNG masks, masks.json, overlay MP4)
-and prints J&F against the generated ground truth.
+model shipped in the package, writes the outputs of `referdino segment` (PNG masks, masks.json, overlay MP4s,
+contact sheet) and prints J&F against the generated ground truth.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="referdino-demo", help="output folder (default: ./referdino-demo)")
     p.add_argument("--seed", type=int, default=2024, help="seed of the synthetic clip")
-    p.add_argument("--no-video", action="store_true", help="skip the overlay MP4s")
+    p.add_argument("--no-video", action="store_true", help="skip the overlay MP4s (contact_sheet.png is still written)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a folder that holds other files (they are kept; only our outputs are replaced)")
 
@@ -25,30 +25,22 @@ def run_demo(args: argparse.Namespace) -> int:
     from ..evaluation.metrics import video_jf
     from ..synth import generate_clip
     from .commands import load_model
-    from .segment import segment_frames
-    from .writers import SegmentationWriter
+    from .segmenter import Segmenter
+    from .writers import expression_dirs
 
     start = time.perf_counter()
-    model = load_model(None, "cpu", model="demo")
+    segmenter = Segmenter(load_model(None, "cpu", model="demo"), dtype="fp32")  # the demo's figures are fp32
     clip = generate_clip(args.seed, name="demo", frames=12, objects=4)
     expressions = [e.text for e in clip.expressions]
     frames = [(name, frame) for name, frame in zip(clip.frame_names, clip.frames)]
-    writer = SegmentationWriter(args.out, expressions, fps=5.0, write_video=not args.no_video,
-                                overwrite=args.overwrite)
-    h = clip.frames.shape[1]
-    try:
-        result = segment_frames(
-            model, iter(frames), expressions, window=len(frames), short_side=min(h, clip.frames.shape[2]),
-            keep_masks=True, on_frame_masks=writer.add, replay=lambda: iter(frames), fps=5.0,
-        )
-        out = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+    result, out = segmenter.segment_to(
+        frames, expressions, args.out, write_video=not args.no_video, overwrite=args.overwrite, fps=5.0,
+        keep_masks=True, window=len(frames), short_side=min(clip.frames.shape[1:3]),
+    )
     print(f"demo clip: {len(frames)} frames {clip.frames.shape[1]}x{clip.frames.shape[2]}, "
           f"{len(expressions)} expressions -> {out}")
     scores: dict[str, list[float]] = {"static": [], "motion": []}
-    for expr, res, d in zip(clip.expressions, result.expressions, writer.dirs):
+    for expr, res, d in zip(clip.expressions, result.expressions, expression_dirs(expressions)):
         j, f = video_jf(res.masks, clip.expression_mask(expr))
         scores[expr.kind].append((j + f) / 2)
         print(f"  [{expr.kind:6s}] {expr.text!r:42s} J&F {(j + f) / 2:.3f}  ({d})")

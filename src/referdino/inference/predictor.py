@@ -13,7 +13,8 @@ import torch
 from ..modeling.outputs import ReferDinoOutput
 from ..modeling.referdino import ReferDino
 from ..processing.postprocess import query_scores, upsample_masks
-from ..processing.text import tokenize
+from ..modeling.tracker import TrackerState
+from ..processing.text import TokenizedText, tokenize
 
 
 @dataclass
@@ -34,21 +35,31 @@ def grounding_chunk(model: ReferDino, device: torch.device) -> int:
     return min(chunk, CPU_GROUNDING_CHUNK) if device.type == "cpu" else chunk
 
 
-@torch.inference_mode()
-def run_expressions(model: ReferDino, pixels: torch.Tensor, expressions: list[str]) -> ReferDinoOutput:
-    """pixels (T, 3, h, w) normalised; returns outputs with B = len(expressions)."""
-    t = pixels.shape[0]
-    text = tokenize(expressions, model.config.text.max_text_len).to(pixels.device)
+def predict_window(
+    model: ReferDino, pixels: torch.Tensor, text: TokenizedText, text_feats: torch.Tensor,
+    tracker_state: TrackerState | None = None,
+) -> ReferDinoOutput:
+    """The inference stages for one window of one video and E expressions: the backbone once per frame chunk
+    (shared by every expression), then grounding, tracker, temporal decoder and masks per expression.
+
+    pixels (t, 3, h, w) normalised; text / text_feats for E expressions; tracker_state carries the tracker's
+    memory from the previous window. Returns outputs with B = E (last decoder layer)."""
+    t, e = pixels.shape[0], text_feats.shape[0]
     chunk = model.config.frame_chunk
     stage_chunks = [model.encode_images(pixels[i : i + chunk]) for i in range(0, t, chunk)]
     stages = [torch.cat([c[s] for c in stage_chunks]) for s in range(len(stage_chunks[0]))]
-    b = len(expressions)
-    text_feats = model.encode_text(text)
-    repeated = [s.repeat(b, 1, 1, 1) for s in stages]  # (B*T, C, H, W), video-major like the forward
+    repeated = [s.repeat(e, 1, 1, 1) for s in stages]  # (E*t, C, H, W), expression-major like the forward
     grounding = model.ground_video(
         None, text_feats, text, t, stages=repeated, chunk=grounding_chunk(model, pixels.device)  # type: ignore[arg-type]
     )
-    return model.predict(grounding, text, b, t, all_layers=False)
+    return model.predict(grounding, text, e, t, all_layers=False, tracker_state=tracker_state)
+
+
+@torch.inference_mode()
+def run_expressions(model: ReferDino, pixels: torch.Tensor, expressions: list[str]) -> ReferDinoOutput:
+    """pixels (T, 3, h, w) normalised, one window; returns outputs with B = len(expressions)."""
+    text = tokenize(expressions, model.config.text.max_text_len).to(pixels.device)
+    return predict_window(model, pixels, text, model.encode_text(text))
 
 
 def predict_expressions(

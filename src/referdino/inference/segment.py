@@ -10,6 +10,10 @@ are upsampled bilinearly to the frame size and thresholded.
 
 Deviation from the official code (which attends over the whole video at once): the cross-modal temporal
 decoder attends within a window. With `window` >= the video length the two are identical.
+
+Precision: the model computes in its own dtype (`referdino.precision.cast_model`; `segment --dtype`): frames are
+cast to it by the model, its predictions come back in float32 and the mask logits are upsampled and thresholded
+in float32.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from ..modeling.referdino import ReferDino
 from ..modeling.tracker import TrackerState
 from ..processing.postprocess import upsample_masks
 from ..processing.text import tokenize
-from .predictor import grounding_chunk
+from .predictor import predict_window
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,6 +67,26 @@ class SegmentationResult:
     frame_size: tuple[int, int]  #: (H, W) of the source frames
     fps: float
     expressions: list[ExpressionResult] = field(default_factory=list)
+    # --- per-query outputs for SAM2 refinement (issue 13; referdino.refine) ---
+    per_query: QueryOutputs | None = None  #: only with `segment_frames(keep_queries=True)`
+
+
+@dataclass
+class QueryOutputs:
+    """Every query's outputs on every frame, kept by `segment_frames(keep_queries=True)` for post-processing
+    that needs more than the chosen query (`referdino.refine.sam2`). The mask logits stay in the float16 file on
+    disk (bounded RAM); call `close()` when done (deletes it)."""
+
+    scores: np.ndarray  #: (E, T, Q) float32 per-frame query scores (sigmoid of the class logit)
+    boxes: np.ndarray  #: (E, T, Q, 4) float32 normalised cx, cy, w, h
+    logits: object  #: `.read(t)` -> (E, Q, h, w) float16 stride-4 mask logits of frame t; `.close()`
+
+    def mask_logits(self, t: int) -> np.ndarray:
+        return self.logits.read(t)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.logits.close()  # type: ignore[attr-defined]
+    # --- end per-query outputs ---
 
 
 class _LogitStore:
@@ -118,12 +142,16 @@ def segment_frames(
     progress=None,  # type: ignore[no-untyped-def]
     fps: float = 25.0,
     temp_dir: str | None = None,
+    keep_queries: bool = False,  # issue 13: keep every query's scores and mask logits (result.per_query)
 ) -> SegmentationResult:
     """Segment `frames` ((name, HxWx3 uint8) in order) for every expression.
 
     on_frame_masks(name, frame, masks (E, H, W) bool, boxes (E, 4) xyxy, scores (E,)) is called per frame in
     the second pass (writers use it), so outputs are produced without keeping every mask in memory; `replay()`
     returns a fresh iterator over the same frames for it (frame is None without `replay`).
+
+    keep_queries: also return every query's scores, boxes and mask logits (`result.per_query`, a `QueryOutputs`
+    whose logit file stays open until its `close()`), for SAM2 refinement (`referdino.refine`).
     """
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
@@ -138,18 +166,14 @@ def segment_frames(
     per_frame_scores: list[torch.Tensor] = []
     per_frame_boxes: list[torch.Tensor] = []
     state: TrackerState | None = None
+    handed_over = False  # issue 13: the logit file goes to result.per_query
     try:
         for chunk in _windows(frames, window):
             pixels = torch.stack([preprocess(f, short_side) for _, f in chunk]).to(device)
             if frame_size is None:
                 frame_size = chunk[0][1].shape[:2]
             t = pixels.shape[0]
-            stages = model.encode_images(pixels)
-            stages = [s.repeat(e, 1, 1, 1) for s in stages]
-            grounding = model.ground_video(  # type: ignore[arg-type]
-                None, text_feats, text, t, stages=stages, chunk=grounding_chunk(model, pixels.device)
-            )
-            out = model.predict(grounding, text, e, t, all_layers=False, tracker_state=state)
+            out = predict_window(model, pixels, text, text_feats, tracker_state=state)
             state = out.tracker_state
             probs = out.pred_logits[..., 0].sigmoid()  # (E, t, Q)
             logit_sum = probs.sum(1) if logit_sum is None else logit_sum + probs.sum(1)
@@ -190,9 +214,14 @@ def segment_frames(
         if all_masks is not None:
             for k in range(e):
                 results[k].masks = np.stack(all_masks[k])
-        return SegmentationResult(names, frame_size, fps, results)
+        result = SegmentationResult(names, frame_size, fps, results)
+        if keep_queries:  # issue 13: hand the logit file over to the caller (QueryOutputs.close)
+            result.per_query = QueryOutputs(scores.float().numpy(), boxes.float().numpy(), store)
+            handed_over = True
+        return result
     finally:
-        store.close()
+        if not handed_over:  # issue 13
+            store.close()
 
 
 def _choose(mean_scores: torch.Tensor, multi: bool, threshold: float) -> list[list[int]]:

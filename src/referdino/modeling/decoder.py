@@ -21,6 +21,16 @@ from .position_encoding import box_sine_embedding
 from .query_pruning import QueryPruner
 
 
+def _seq_major(x: torch.Tensor) -> torch.Tensor:
+    """(N, L, C) with (L, N, C) memory: what a batch-first `nn.MultiheadAttention` transposes its inputs to.
+
+    Given a batch-major tensor, the transposed view cannot be flattened, so when the weights do not require grad
+    (inference) `F.linear` runs the in-projections as a batched matmul over a weight expanded to every one of the
+    L rows; for bf16 on a CPU (oneDNN) that expanded weight is materialised, L x C x C (900 x 256 x 256 in the
+    first decoder layer: 3x slower than fp32). One copy of the small (L, N, C) input avoids it."""
+    return x.transpose(0, 1).contiguous().transpose(0, 1)
+
+
 class DecoderLayer(nn.Module):
     """Self-attention -> text cross-attention -> deformable cross-attention -> FFN (post-norm)."""
 
@@ -56,10 +66,12 @@ class DecoderLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """x, pos (N, Q, C); reference (N, Q, levels, 4). Returns (x, self-attn weights, text-attn weights),
         weights head-averaged, None unless asked for."""
-        q = x + pos
-        sa, sa_w = self.self_attn(q, q, x, need_weights=need_self_weights)
+        q = _seq_major(x + pos)
+        sa, sa_w = self.self_attn(q, q, _seq_major(x), need_weights=need_self_weights)
         x = self.norm2(x + sa)
-        ca, ca_w = self.ca_text(x + pos, text, text, key_padding_mask=~text_mask, need_weights=need_text_weights)
+        text = _seq_major(text)
+        ca, ca_w = self.ca_text(_seq_major(x + pos), text, text, key_padding_mask=~text_mask,
+                                need_weights=need_text_weights)
         x = self.catext_norm(x + ca)
         x = self.norm1(x + self.cross_attn(x + pos, reference, memory, spatial_shapes, memory_padding))
         x = self.norm3(x + self.linear2(F.relu(self.linear1(x))))
@@ -107,14 +119,21 @@ class CrossModalityDecoder(nn.Module):
         text: torch.Tensor,
         text_mask: torch.Tensor,
         forced_kept: list[torch.Tensor] | None = None,
+        ratios: torch.Tensor | None = None,
     ) -> list[DecoderLayerOutput]:
-        """queries (N, Q, C) content; boxes (N, Q, 4) initial references in sigmoid space."""
+        """queries (N, Q, C) content; boxes (N, Q, 4) initial references in sigmoid space; ratios (N, levels, 2)
+        valid ratios of padded images (None: unpadded): the references are scaled into each level's valid
+        region, and the query position is embedded from the level-0 scaled box (GroundingDINO)."""
         levels = len(spatial_shapes)
         outputs = []
         x = queries
         for i, layer in enumerate(self.layers):
-            pos = self.query_pos(boxes)
-            reference = boxes[:, :, None, :].expand(-1, -1, levels, -1)
+            if ratios is None:
+                reference = boxes[:, :, None, :].expand(-1, -1, levels, -1)
+                pos = self.query_pos(boxes)
+            else:
+                reference = boxes[:, :, None, :] * torch.cat((ratios, ratios), -1)[:, None]
+                pos = self.query_pos(reference[:, :, 0])
             x, sa_w, ca_w = layer(
                 x, pos, reference, memory, spatial_shapes, memory_padding, text, text_mask,
                 need_self_weights=self.pruner.enabled,

@@ -171,18 +171,26 @@ class FeatureEnhancer(nn.Module):
         )
 
     @staticmethod
-    def reference_points(spatial_shapes: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
-        """(S, levels, 2): token centres (x, y) normalised by their level size, the same for every level."""
+    def reference_points(
+        spatial_shapes: list[tuple[int, int]], device: torch.device, ratios: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(N or 1, S, levels, 2): token centres (x, y) normalised by their level's valid size, then scaled to
+        every level by that level's valid ratio (`padding.valid_ratios`, (N, levels, 2); None: no padding)."""
         points = []
-        for h, w in spatial_shapes:
+        for lvl, (h, w) in enumerate(spatial_shapes):
             ys, xs = torch.meshgrid(
                 torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
                 torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
                 indexing="ij",
             )
-            points.append(torch.stack((xs.reshape(-1) / w, ys.reshape(-1) / h), -1))
-        ref = torch.cat(points, 0)
-        return ref[:, None, :].expand(-1, len(spatial_shapes), -1)
+            size = torch.tensor([w, h], dtype=torch.float32, device=device)
+            if ratios is not None:
+                size = ratios[:, None, lvl] * size  # (N, 1, 2)
+            points.append(torch.stack((xs.reshape(-1), ys.reshape(-1)), -1) / size)
+        ref = torch.cat([p.expand(ratios.shape[0] if ratios is not None else 1, -1, -1) for p in points], 1)
+        if ratios is None:
+            return ref[:, :, None, :].expand(-1, -1, len(spatial_shapes), -1)
+        return ref[:, :, None, :] * ratios[:, None]
 
     def forward(
         self,
@@ -194,10 +202,12 @@ class FeatureEnhancer(nn.Module):
         text_mask: torch.Tensor,
         text_self_attention_mask: torch.Tensor,
         text_position_ids: torch.Tensor,
+        ratios: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image (N, S, C) flattened levels; text (N, L, C). Returns (memory, enhanced text)."""
-        reference = self.reference_points(spatial_shapes, image.device)[None].expand(image.shape[0], -1, -1, -1)
-        text_pos = text_position_embedding(text_position_ids, self.d_model)
+        """image (N, S, C) flattened levels; text (N, L, C); ratios (N, levels, 2) valid ratios of padded images
+        (None: unpadded). Returns (memory, enhanced text)."""
+        reference = self.reference_points(spatial_shapes, image.device, ratios).expand(image.shape[0], -1, -1, -1)
+        text_pos = text_position_embedding(text_position_ids, self.d_model).to(text.dtype)  # fp32 sin/cos, cast
         for fusion, text_layer, layer in zip(self.fusion_layers, self.text_layers, self.layers):
             image, text = fusion(image, text, image_padding, text_mask)
             text = text_layer(text, text_self_attention_mask, text_pos)

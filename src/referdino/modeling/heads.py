@@ -22,6 +22,8 @@ class MLP(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Runs in the dtype of its weights (inputs such as float32 box embeddings are cast to it)."""
+        x = x.to(self.layers[0].weight.dtype)
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < len(self.layers) - 1:

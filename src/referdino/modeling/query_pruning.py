@@ -40,7 +40,10 @@ class QueryPruner(nn.Module):
         self_weights: torch.Tensor,
         text_weights: torch.Tensor | None,
     ) -> torch.Tensor:
-        """(N, Q) confidence of each query; x is the layer output before the decoder's final norm."""
+        """(N, Q) float32 confidence of each query (a top-k decision: computed in float32 for a bf16/fp16 model);
+        x is the layer output before the decoder's final norm."""
+        x, text, self_weights = x.float(), text.float(), self_weights.float()
+        text_weights = None if text_weights is None else text_weights.float()
         eye = torch.eye(x.shape[1], dtype=torch.bool, device=x.device)
         received = self_weights.masked_fill(eye, 0.0).sum(dim=1)  # column sums: attention received
         if self.score == "official":

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .heads import MLP, contrastive_logit
+from .padding import valid_sizes
 
 
 @dataclass
@@ -29,16 +30,20 @@ def anchor_proposals(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (anchors in logit space (N, S, 4) with +inf where invalid, validity (N, S) bool)."""
     anchors = []
+    sizes = valid_sizes(padding, spatial_shapes) if padding is not None else None
     for lvl, (h, w) in enumerate(spatial_shapes):
         ys, xs = torch.meshgrid(
             torch.linspace(0, h - 1, h, dtype=torch.float32, device=device),
             torch.linspace(0, w - 1, w, dtype=torch.float32, device=device),
             indexing="ij",
         )
-        centre = (torch.stack((xs, ys), -1) + 0.5) / torch.tensor([w, h], dtype=torch.float32, device=device)
+        # centres are normalised by the VALID width/height of each image (GroundingDINO), W x H without padding
+        scale = torch.tensor([w, h], dtype=torch.float32, device=device) if sizes is None else sizes[lvl][:, None]
+        centre = (torch.stack((xs, ys), -1).view(-1, 2) + 0.5) / scale
+        centre = centre.expand(n, -1, -1)
         wh = torch.full_like(centre, 0.05 * (2.0**lvl))
-        anchors.append(torch.cat((centre, wh), -1).view(-1, 4))
-    boxes = torch.cat(anchors, 0)[None].expand(n, -1, -1)
+        anchors.append(torch.cat((centre, wh), -1))
+    boxes = torch.cat(anchors, 1)
     valid = ((boxes > 0.01) & (boxes < 0.99)).all(-1)
     if padding is not None:
         valid = valid & ~padding
@@ -68,7 +73,9 @@ class QuerySelection(nn.Module):
         n = memory.shape[0]
         anchor_logits, valid = anchor_proposals(spatial_shapes, padding, n, memory.device)
         features = self.enc_output_norm(self.enc_output(memory.masked_fill(~valid[..., None], 0.0)))
-        scores = contrastive_logit(features, text, text_mask)
+        # the scores rank ~20k tokens for the top-k: float32 (bf16 rounding would make ties); boxes live in
+        # inverse-sigmoid space and stay float32 (the anchors are float32)
+        scores = contrastive_logit(features.float(), text.float(), text_mask)
         boxes = self.enc_out_bbox_embed(features) + anchor_logits
         if forced_indices is not None:
             indices = forced_indices.to(memory.device)

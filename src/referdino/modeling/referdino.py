@@ -20,6 +20,7 @@ from .feature_enhancer import FeatureEnhancer
 from .heads import contrastive_logit, inverse_sigmoid
 from .mask_head import MaskDecoder, PixelDecoder
 from .outputs import ForcedSelections, LayerPrediction, ReferDinoOutput
+from .padding import level_masks, valid_ratios
 from .position_encoding import image_position_embedding
 from .query_selection import QuerySelection
 from .swin import SwinBackbone
@@ -100,18 +101,24 @@ class ReferDino(nn.Module):
         self.pixel_decoder = PixelDecoder(d, chans[0], c.pixel_decoder_channels, c.mask_dim)
         self.mask_decoder = MaskDecoder(d, c.num_heads, c.mask_layers, c.mask_points, c.mask_ffn)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the model computes in (of its weights; `referdino.precision.cast_model` changes it)."""
+        return self.level_embed.dtype
+
     # ------------------------------------------------------------------ stages
     def encode_text(self, text: TokenizedText, record: Record | None = None) -> torch.Tensor:
-        """(B, L, C) projected BERT features."""
+        """(B, L, C) projected BERT features, in the model's dtype."""
         hidden, feats = self.text_encoder(text.input_ids, text.self_attention_mask, text.position_ids)
         if record is not None:
             record["bert_last_hidden_state"] = hidden
             record["text_feat_map"] = feats
-        return feats
+        return feats.to(self.dtype)
 
     def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Text-independent visual work: (N, 3, H, W) normalised frames -> 4 Swin stage maps."""
-        return self.backbone(images)
+        """Text-independent visual work: (N, 3, H, W) normalised frames -> 4 Swin stage maps (in the model's
+        dtype: float32 frames are cast for a bf16/fp16 model)."""
+        return self.backbone(images.to(self.dtype))
 
     def ground(
         self,
@@ -122,33 +129,43 @@ class ReferDino(nn.Module):
         text_position_ids: torch.Tensor,
         forced: ForcedSelections | None = None,
         record: Record | None = None,
+        pixel_mask: torch.Tensor | None = None,
     ) -> FrameGrounding:
         """GroundingDINO per frame: projections, feature enhancer, query selection, pruned decoder.
-        All text tensors are per frame (N rows)."""
+        All text tensors are per frame (N rows); pixel_mask (N, H, W) True on batch padding, or None."""
         srcs = [proj(stage) for proj, stage in zip(self.input_proj, stages[1:])]
         srcs.append(self.input_proj[-1](stages[-1]))
         n = srcs[0].shape[0]
         shapes = [(s.shape[-2], s.shape[-1]) for s in srcs]
         flat = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
+        if pixel_mask is None:
+            masks = [s.new_zeros((n, *s.shape[-2:]), dtype=torch.bool) for s in srcs]
+            padding, ratios = None, None
+        else:
+            masks = level_masks(pixel_mask, shapes)
+            padding = torch.cat([m.flatten(1) for m in masks], 1)
+            ratios = valid_ratios(masks)
         pos = torch.cat(
             [
-                (image_position_embedding(s.new_zeros((n, *s.shape[-2:]), dtype=torch.bool), self.config.d_model // 2)
-                 .flatten(2).transpose(1, 2) + self.level_embed[i])
-                for i, s in enumerate(srcs)
+                (image_position_embedding(m, self.config.d_model // 2).flatten(2).transpose(1, 2) + self.level_embed[i])
+                for i, m in enumerate(masks)
             ],
             1,
+        ).to(flat.dtype)  # sin/cos in fp32, then the model's dtype
+        memory, enhanced = self.encoder(
+            flat, pos, shapes, padding, text, text_mask, text_self_mask, text_position_ids, ratios
         )
-        memory, enhanced = self.encoder(flat, pos, shapes, None, text, text_mask, text_self_mask, text_position_ids)
-        proposals = self.query_selection(memory, shapes, None, enhanced, text_mask, forced.topk if forced else None)
+        proposals = self.query_selection(memory, shapes, padding, enhanced, text_mask, forced.topk if forced else None)
         layers = self.decoder(
             self.query_embed.weight[None].expand(n, -1, -1),
             proposals.boxes_unsigmoid.detach().sigmoid(),
             memory,
             shapes,
-            None,
+            padding,
             enhanced,
             text_mask,
             forced.kept if forced else None,
+            ratios,
         )
         starts = [0]
         for h, w in shapes:
@@ -175,7 +192,7 @@ class ReferDino(nn.Module):
             maps,
             stages[0],
             layers,
-            contrastive_logit(proposals.features, enhanced, text_mask),
+            contrastive_logit(proposals.features.float(), enhanced.float(), text_mask),
             proposals.boxes_unsigmoid.sigmoid(),
             proposals.features,
             proposals.anchors,
@@ -221,13 +238,15 @@ class ReferDino(nn.Module):
         frame_mask = text_mask.repeat_interleave(t, 0)
         flat_hidden = hidden.flatten(0, 1)
         flat_ref = reference.flatten(0, 1)
-        logits = contrastive_logit(flat_hidden, frame_text, frame_mask)
+        # predictions are float32 whatever the model's dtype: the logits choose the referred query, the boxes are
+        # refined in inverse-sigmoid space on float32 references, the mask logits are upsampled and thresholded
+        logits = contrastive_logit(flat_hidden.float(), frame_text.float(), frame_mask)
         boxes = (self.decoder.bbox_embed(flat_hidden) + inverse_sigmoid(flat_ref)).sigmoid()
         masks = None
         if pixel_features is not None:
             pos = self.decoder.query_pos(flat_ref)
             embed, masks = self.mask_decoder(flat_hidden, pos, flat_ref, pixel_features, frame_text, frame_mask)
-            masks = masks.view(b, t, q, *masks.shape[-2:])
+            masks = masks.view(b, t, q, *masks.shape[-2:]).float()
             if record is not None:
                 record["mask_embed"] = embed
         pred = LayerPrediction(logits.view(b, t, q, 1), boxes.view(b, t, q, 4), masks)
@@ -247,17 +266,21 @@ class ReferDino(nn.Module):
         with_masks: bool = True,
         forced: ForcedSelections | None = None,
         record: Record | None = None,
+        pixel_mask: torch.Tensor | None = None,
     ) -> ReferDinoOutput:
         """pixels (B, T, 3, H, W) normalised frames (video b goes with expression b).
 
         all_layers: predictions for every decoder layer (training losses); defaults to `self.training`.
+        pixel_mask: (B, H, W) True on batch padding (training batches are padded to a multiple of 32, as the
+        official collator does), or None (no padding).
         The temporal enhancer runs at inference for any T and in training for T > 1 (as the official code).
         """
         if all_layers is None:
             all_layers = self.training
         b, t = pixels.shape[:2]
         text_feats = self.encode_text(text, record)
-        grounding = self.ground_video(pixels.flatten(0, 1), text_feats, text, t, forced, record)
+        frame_mask = None if pixel_mask is None else pixel_mask.repeat_interleave(t, 0)
+        grounding = self.ground_video(pixels.flatten(0, 1), text_feats, text, t, forced, record, pixel_mask=frame_mask)
         return self.predict(grounding, text, b, t, all_layers=all_layers, with_masks=with_masks, forced=forced, record=record)
 
     def ground_video(
@@ -270,11 +293,13 @@ class ReferDino(nn.Module):
         record: Record | None = None,
         stages: list[torch.Tensor] | None = None,
         chunk: int | None = None,
+        pixel_mask: torch.Tensor | None = None,
     ) -> FrameGrounding:
         """Backbone (unless `stages` given) and grounding for N = B*T frames, text (B, L, C) repeated per frame.
 
         chunk: ground at most this many frames at a time (frames are independent here; smaller working sets are
-        faster on a CPU and bound the memory). Not with `forced` or `record` (parity runs use one pass).
+        faster on a CPU and bound the memory). Not with `forced`, `record` or a padding mask (training and
+        parity runs use one pass). pixel_mask: (N, H, W) True on batch padding, or None.
         """
         t = frames_per_video
         if stages is None:
@@ -284,8 +309,8 @@ class ReferDino(nn.Module):
             record["backbone"] = stages  # type: ignore[assignment]
         texts = (rep(text_feats), rep(text.token_mask), rep(text.self_attention_mask), rep(text.position_ids))
         n = stages[0].shape[0]
-        if not chunk or n <= chunk or forced is not None or record is not None:
-            return self.ground(stages, *texts, forced, record)
+        if not chunk or n <= chunk or forced is not None or record is not None or pixel_mask is not None:
+            return self.ground(stages, *texts, forced, record, pixel_mask)
         parts = [
             self.ground([s[i : i + chunk] for s in stages], *(x[i : i + chunk] for x in texts))
             for i in range(0, n, chunk)
@@ -395,35 +420,3 @@ class ReferDino(nn.Module):
                 buf.copy_(relative_position_index(window))
         model.resolved_from = resolved.describe()  # type: ignore[assignment]
         return model.to(device).eval()
-
-    def segment(
-        self,
-        video,  # type: ignore[no-untyped-def]
-        expressions: str | list[str],
-        *,
-        multi: bool = False,
-        threshold: float = 0.2,
-        window: int = 36,
-        short_side: int = 360,
-    ):
-        """Segment `video` (a path to a video/frame folder/image, a (T, H, W, 3) uint8 array or a list of
-        HxWx3 arrays) for each expression; returns a `referdino.inference.segment.SegmentationResult` with
-        per-expression masks (T, H, W), boxes (T, 4) xyxy pixels and scores (T,)."""
-        import numpy as np
-
-        from ..inference.segment import segment_frames
-        from ..inference.video_io import open_video, to_rgb8
-
-        exprs = [expressions] if isinstance(expressions, str) else list(expressions)
-        fps = 25.0
-        if isinstance(video, (str,)) or hasattr(video, "__fspath__"):
-            source = open_video(video)
-            frames, fps = source.frames, source.fps
-        else:
-            arrays = [to_rgb8(np.asarray(f)) for f in video]
-            frames = lambda: ((f"{i:05d}", a) for i, a in enumerate(arrays))  # noqa: E731
-        device = next(self.parameters()).device
-        return segment_frames(
-            self, frames(), exprs, window=window, short_side=short_side, multi=multi, threshold=threshold,
-            device=device, fps=fps,
-        )

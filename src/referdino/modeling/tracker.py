@@ -3,6 +3,10 @@
 For frames t = 1..T-1: Hungarian matching on 1 - cosine(memory, queries) (scipy, on the CPU, no gradient)
 permutes the frame's queries into memory order; the memory then moves toward the aligned queries,
 M <- (1 - a c) M + a c O, weighted by a per-query confidence c.
+
+In a bf16/fp16 model the tracker is a float32 island: the memory, the cosine costs, the confidences and the
+matching are computed in float32 (the memory is carried over a whole video); the aligned queries keep the
+model's dtype.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class TrackerState:
 
 def match_to_memory(memory: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     """(B, Q, C) memory and queries -> (B, Q) permutation: slot j takes query perm[j]."""
+    memory, queries = memory.float(), queries.float()
     cost = 1 - F.normalize(memory, dim=-1, eps=1e-12) @ F.normalize(queries, dim=-1, eps=1e-12).transpose(1, 2)
     cost_np = cost.detach().float().cpu().numpy()
     perms = [linear_sum_assignment(c)[1] for c in cost_np]
@@ -74,19 +79,19 @@ def track(
     start = 0
     aligned_q, aligned_b, perms = [], [], []
     if state is None:
-        memory = queries[:, 0]
+        memory = queries[:, 0].float()
         aligned_q.append(queries[:, 0])
         aligned_b.append(boxes[:, 0])
         start = 1
     else:
-        memory = state.memory
+        memory = state.memory.float()
     for i in range(start, t):
         k = len(perms)
         perm = forced_perm[:, k].to(queries.device) if forced_perm is not None else match_to_memory(memory, queries[:, i])
         q = torch.gather(queries[:, i], 1, perm[..., None].expand(-1, -1, queries.shape[-1]))
         bx = torch.gather(boxes[:, i], 1, perm[..., None].expand(-1, -1, 4))
-        c = tracking_confidence(q, text[:, i], text_mask, confidence)[..., None]
-        memory = (1 - alpha * c) * memory + alpha * c * q
+        c = tracking_confidence(q.float(), text[:, i].float(), text_mask, confidence)[..., None]
+        memory = (1 - alpha * c) * memory + alpha * c * q.float()
         aligned_q.append(q)
         aligned_b.append(bx)
         perms.append(perm)

@@ -19,9 +19,11 @@ def best_query(logits: torch.Tensor) -> int:
 
 
 def upsample_masks(mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(T, H4, W4) or (T, K, H4, W4) stride-4 logits -> same leading dims at `size`, bilinear, no antialias."""
+    """(T, H4, W4) or (T, K, H4, W4) stride-4 logits -> same leading dims at `size`, bilinear, no antialias,
+    in float32 (whatever the logits' dtype)."""
     squeeze = mask_logits.dim() == 3
-    x = mask_logits[:, None] if squeeze else mask_logits
+    x = mask_logits.float()
+    x = x[:, None] if squeeze else x
     x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     return x[:, 0] if squeeze else x
 

@@ -17,6 +17,10 @@ from typing import Any, Literal
 from ..config import ReferDinoConfig, get_preset
 
 
+#: the former boolean `amp` (the official `enable_amp` is fp16 autocast on CUDA)
+AMP_BOOL = {True: "fp16", False: "off"}
+
+
 class ConfigError(ValueError):
     """An unknown key, a wrong-typed value or an impossible combination in a training config."""
 
@@ -48,7 +52,9 @@ class TrainConfig:
     clip_max_norm: float = 0.1  #: gradient-norm clipping (0 disables)
     batch_size: int = 1  #: clips per process
     num_workers: int = 2
-    amp: bool = False  #: mixed precision (CUDA only; ignored on CPU)
+    #: mixed precision (autocast): off | auto (bf16 on GPUs and CPUs with bf16 matrix units, else off) | bf16 |
+    #: fp16 (CUDA only, with a gradient scaler: the official `enable_amp`). `true`/`false` mean fp16/off.
+    amp: Literal["off", "auto", "bf16", "fp16"] = "off"
     seed: int = 42
     max_steps: int = 0  #: stop after this many optimizer steps in total (0: run all epochs)
     max_minutes: float = 0.0  #: stop (with a checkpoint) after this much training time (0: no limit)
@@ -94,6 +100,8 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training config key(s) {unknown}")
         values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+        if isinstance(values.get("amp"), bool):  # configs saved before amp took a dtype
+            values["amp"] = AMP_BOOL[values["amp"]]
         return cls(**values).validate()
 
 
@@ -232,6 +240,8 @@ def resolve_train_config(name: str, overrides: list[str] | tuple[str, ...] = ())
             continue
         if key not in field_types or key == "model_overrides":
             raise ConfigError(f"unknown training config key {key!r}; known: {sorted(set(field_types) - {'model_overrides'})}")
+        if key == "amp" and value.strip().lower() in ("true", "false"):
+            value = AMP_BOOL[value.strip().lower() == "true"]
         changes[key] = _coerce(value, field_types[key], key)
     changes["model_overrides"] = model_overrides
     return dataclasses.replace(base, **changes).validate()

@@ -30,6 +30,7 @@ def forward_losses(
     record: dict | None = None,
 ) -> tuple[ReferDinoOutput, dict[str, torch.Tensor]]:
     """Training forward (all decoder layers) and the criterion; `losses["loss"]` is the weighted total.
+    The batch padding (`targets.pixel_mask`) is masked in the grounding stages, as the official model does.
 
     frames (B, T, 3, H, W); autocast_dtype: run under `torch.autocast` in that dtype (None: float32);
     forced / forced_matches replay recorded discrete choices and `record` collects intermediate tensors
@@ -37,7 +38,7 @@ def forward_losses(
     device_type = frames.device.type
     context = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
     with context:
-        kwargs = {"all_layers": True}
+        kwargs = {"all_layers": True, "pixel_mask": targets.pixel_mask}
         if forced is not None:
             kwargs["forced"] = forced
         if record is not None:

@@ -15,6 +15,7 @@ import logging
 import math
 import random
 import time
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,6 +38,19 @@ from .step import backward_and_clip, forward_losses
 logger = logging.getLogger(__name__)
 #: what a run writes into its out_dir (`referdino.output_dirs`)
 RUN_OUTPUTS = ("train_config.json", "model_config.json", "checkpoints", "log.csv", "tensorboard")
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of `amp` (TrainConfig.amp) on `device`, None for full float32."""
+    from ..precision import resolve_dtype
+
+    if amp == "off":
+        return None
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("amp=fp16 needs a CUDA device (fp16 autocast with a gradient scaler); use amp=bf16 on a CPU")
+    dtype, why = resolve_dtype(amp, device)
+    logger.info("training precision: %s autocast (%s)", dtype, why)
+    return None if dtype == torch.float32 else dtype
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -143,8 +157,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=list(config.lr_drop), gamma=config.lr_gamma
         )
-        self.use_amp = config.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.amp_dtype = autocast_dtype(config.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if dataset is None:
             dataset, collate_fn = self._build_dataset()
         self.dataset = SeededClips(dataset, config.seed)
@@ -167,7 +181,8 @@ class Trainer:
             from ..data.transforms import Compose, Normalize, PhotometricDistort, RandomHorizontalFlip
 
             options["transform"] = Compose([RandomHorizontalFlip(), PhotometricDistort(), Normalize()])
-        return build_dataset(c.dataset, c.data_root, c.split, **options), collate_clips
+        # the official collator pads every batch to a multiple of 32 (and the model masks the padding)
+        return build_dataset(c.dataset, c.data_root, c.split, **options), partial(collate_clips, size_divisibility=32)
 
     def _load_init_weights(self, path: str) -> None:
         """Start from a model folder of the same architecture.
@@ -250,7 +265,7 @@ class Trainer:
         text = tokenize(batch.captions, self.model_config.text.max_text_len).to(self.device)
         _, losses = forward_losses(
             self.ddp_model, self.criterion, batch.frames, text, batch,
-            autocast_dtype=torch.float16 if self.use_amp else None,
+            autocast_dtype=self.amp_dtype,
         )
         loss = losses["loss"]
         if not torch.isfinite(loss):

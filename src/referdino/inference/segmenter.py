@@ -1,0 +1,135 @@
+"""The one inference pipeline: a `Segmenter` owns a model, its device and its dtype, and segments videos.
+
+`referdino segment`, `referdino demo`, `referdino infer`, the web app and the Python API all go through it:
+
+    from referdino import Segmenter
+
+    segmenter = Segmenter.from_pretrained("ryt_mevis_swinb", dtype="auto")
+    result = segmenter.segment("clip.mp4", ["the cat wagging its tail", "the dog on the left"])
+    for r in result.expressions:
+        print(r.expression, r.masks.shape, r.scores.mean())
+
+The model module knows nothing of this layer; this layer only calls the model's stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..modeling.referdino import ReferDino
+from .segment import SegmentationResult, segment_frames
+
+FrameSource = Callable[[], Iterable[tuple[str, np.ndarray]]]
+
+
+class Segmenter:
+    """A model on a device in a compute dtype, ready to segment videos for one or several expressions."""
+
+    def __init__(self, model: ReferDino, *, device: str | torch.device = "cpu",
+                 dtype: str | torch.dtype | None = "auto", announce: bool = False) -> None:
+        """dtype: auto | fp32 | bf16 | fp16 | a torch dtype (`referdino.precision.resolve_dtype`; the model is cast
+        in place), or None to keep the model's own dtype."""
+        from ..precision import cast_model, describe, model_dtype, resolve_dtype
+
+        self.device = torch.device(device)
+        if dtype is None:
+            self.dtype, self.dtype_reason = model_dtype(model), "the model's own"
+        else:
+            self.dtype, self.dtype_reason = resolve_dtype(dtype, self.device)
+        if announce:
+            print(describe(self.dtype, self.dtype_reason))
+        self.model = cast_model(model.to(self.device), self.dtype).eval()
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | None = None, *, device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = "auto", announce: bool = False,
+    ) -> "Segmenter":
+        """A zoo name (`referdino models`), `demo`, a folder of ours or any supported checkpoint file/folder;
+        None: the default published model."""
+        from ..zoo import DEFAULT_MODEL
+
+        model = ReferDino.from_pretrained(name_or_path or DEFAULT_MODEL, device=device)
+        return cls(model, device=device, dtype=dtype, announce=announce)
+
+    # ------------------------------------------------------------------------------------------- frames
+    @staticmethod
+    def frame_source(video: Any, fps: float = 25.0) -> tuple[FrameSource, float, int | None]:
+        """(frames(), fps, frame count or None) for a path (video file, frame folder, image), an opened
+        `video_io` source, a function returning a fresh (name, HxWx3 uint8) iterator, a (T, H, W, 3) uint8
+        array, a list of HxWx3 arrays or a list of (name, array) pairs."""
+        from .video_io import open_video, to_rgb8
+
+        if isinstance(video, str) or hasattr(video, "__fspath__"):
+            video = open_video(video)
+        if hasattr(video, "frames") and hasattr(video, "fps"):
+            return video.frames, video.fps, video.num_frames
+        if callable(video):  # a function giving a fresh (name, frame) iterator each call: streamed, never stored
+            return video, fps, None
+        items = list(video)
+        if items and isinstance(items[0], tuple):
+            named = [(str(n), to_rgb8(np.asarray(a))) for n, a in items]
+        else:
+            named = [(f"{i:05d}", to_rgb8(np.asarray(a))) for i, a in enumerate(items)]
+        return (lambda: iter(named)), fps, len(named)
+
+    # ------------------------------------------------------------------------------------------- segment
+    def segment(self, video: Any, expressions: str | list[str], *, fps: float = 25.0, **options: Any
+                ) -> SegmentationResult:
+        """Masks, boxes and scores per frame and expression (`SegmentationResult`).
+
+        options: multi (every query above `threshold` instead of the best), threshold, window (frames per
+        window; the tracker memory is carried across windows), short_side, keep_masks (False keeps RAM bounded
+        on long videos), on_frame_masks(name, frame, masks (E, H, W), boxes (E, 4), scores (E,)) to stream each
+        frame's result, progress (tqdm-like: `.update(n)`). `fps` is used for frames given as arrays."""
+        frames, fps, _ = self.frame_source(video, fps)
+        return self._run(frames, fps, _expression_list(expressions), **options)
+
+    def segment_to(
+        self, video: Any, expressions: str | list[str], out_dir: str | Path, *, write_video: bool = True,
+        overwrite: bool = False, fps: float = 25.0, keep_masks: bool = False, **options: Any,
+    ) -> tuple[SegmentationResult, Path]:
+        """`segment` with every output written to `out_dir` (per-expression PNG masks, masks.json, overlays,
+        the combined overlay and the contact sheet), staged and published atomically; never deletes what we did
+        not write (`referdino.output_dirs`)."""
+        from ..output_dirs import check_output_dir
+        from .writers import KIND, SegmentationWriter, output_entries
+
+        exprs = _expression_list(expressions)
+        check_output_dir(out_dir, KIND, output_entries(exprs, write_video=write_video), overwrite=overwrite)
+        frames, fps, _ = self.frame_source(video, fps)
+        writer = SegmentationWriter(out_dir, exprs, fps, write_video=write_video, overwrite=overwrite)
+        try:
+            result = self._run(frames, fps, exprs, keep_masks=keep_masks, on_frame_masks=writer.add, **options)
+            return result, writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def _run(
+        self, frames: FrameSource, fps: float, expressions: list[str], *, multi: bool = False,
+        threshold: float = 0.2, window: int = 36, short_side: int = 360, keep_masks: bool = True,
+        on_frame_masks: Callable[..., None] | None = None, progress: Any = None,
+    ) -> SegmentationResult:
+        return segment_frames(
+            self.model, frames(), expressions, window=window, short_side=short_side, multi=multi,
+            threshold=threshold, device=self.device, keep_masks=keep_masks, on_frame_masks=on_frame_masks,
+            replay=frames, progress=progress, fps=fps,
+        )
+
+
+def _expression_list(expressions: str | list[str]) -> list[str]:
+    """A list of expressions; an empty one fails here, before any work."""
+    from ..processing.text import normalize_caption
+
+    exprs = [expressions] if isinstance(expressions, str) else list(expressions)
+    if not exprs:
+        raise ValueError("no expression given: give at least one referring expression")
+    for text in exprs:
+        normalize_caption(text)
+    return exprs
