@@ -24,3 +24,14 @@ def official_fixtures() -> Path:
 def _threads():
     torch.set_num_threads(2)
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A folder holding a randomly initialised tiny model (config.json + model.safetensors)."""
+    from referdino import ReferDino, get_preset
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    ReferDino(get_preset("tiny")).save_pretrained(str(path))
+    return path

@@ -14,14 +14,6 @@ from referdino.synth import generate_world
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    ReferDino(get_preset("tiny")).save_pretrained(str(path))
-    return path
-
-
-@pytest.fixture(scope="module")
 def image(tmp_path_factory):
     path = tmp_path_factory.mktemp("img") / "one.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(path)

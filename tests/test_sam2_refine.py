@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from referdino import ReferDino, get_preset
+from referdino import ReferDino
 from referdino.cli import main
 from referdino.inference.segment import QueryOutputs, SegmentationResult, segment_frames
 from referdino.refine import (
@@ -320,14 +320,6 @@ def test_refine_needs_the_per_query_outputs():
     result = SegmentationResult(["0"], (4, 4), 10.0, [])
     with pytest.raises(ValueError, match="keep_queries=True"):
         refine_with_sam2(_frames(1, 4, 4), result, runner=_FakeRunner(np.zeros((1, 4, 4), bool)))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    ReferDino(get_preset("tiny")).save_pretrained(str(path))
-    return path
 
 
 def test_segment_frames_keeps_every_query_on_request(checkpoint):

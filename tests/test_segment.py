@@ -1,4 +1,4 @@
-"""`referdino segment` and `ReferDino.segment`: outputs, shared work, windows, and every bad input."""
+"""`referdino segment` and the `Segmenter` API: outputs, shared work, windows, and every bad input."""
 
 import json
 
@@ -9,14 +9,6 @@ from PIL import Image
 
 from referdino import ReferDino, get_preset
 from referdino.cli import main
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    ReferDino(get_preset("tiny")).save_pretrained(str(path))
-    return path
 
 
 def _frames(n=5, h=48, w=80, seed=0):

@@ -16,12 +16,12 @@ _OVERWRITE_HELP = "write into a folder that holds other files (they are kept; on
 
 def _cmd_parity(args: argparse.Namespace) -> int:
     from .parity import format_report, run_parity
+    from .parity_train import run_train_parity
 
-    if args.train:
-        from .parity_train import run_train_parity as run_parity  # noqa: F811
+    run = run_train_parity if args.train else run_parity
     failed = 0
     for path in args.fixtures:
-        results = run_parity(path, args.config, threads=args.threads)
+        results = run(path, args.config, threads=args.threads)
         print(format_report(path, results))
         failed += sum(not r.ok for r in results)
     return 0 if failed == 0 else 1

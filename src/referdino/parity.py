@@ -27,7 +27,6 @@ import torch
 
 from .config import PRESETS, ReferDinoConfig, get_preset
 from .convert.official import alias_target, convert_official, official_key_shapes
-from .modeling.lora import fold_lora
 from .modeling.outputs import ForcedSelections
 from .modeling.referdino import ReferDino
 from .modeling.swin import relative_position_index
