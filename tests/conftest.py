@@ -7,6 +7,23 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device", default="cpu",
+        help="torch device for the device-meaningful tests (those taking the `device` fixture), e.g. cuda; "
+             "the rest of the suite runs on the CPU whatever this says",
+    )
+
+
+@pytest.fixture(scope="session")
+def device(request) -> torch.device:
+    """The `--device` of this run (default cpu); skips the test when it names CUDA and none is available."""
+    dev = torch.device(request.config.getoption("--device"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("--device cuda: no CUDA device is available")
+    return dev
+
+
 def fixtures_dir() -> Path:
     env = os.environ.get("REFERDINO_FIXTURES")
     return Path(env) if env else REPO.parent / "shared" / "fixtures" / "official"

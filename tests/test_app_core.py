@@ -123,6 +123,44 @@ def test_run_writes_overlay_sheet_and_zip(sample, workspace):
     assert len(list((workspace.root / "runs").iterdir())) == 2
 
 
+def test_run_refined_with_sam2(sample, workspace, checkpoint, tmp_path, monkeypatch):
+    """The "Refine with SAM2" checkbox's path: a tiny random SAM2 from a fake hub cache (nothing downloads)."""
+    from sam2_helpers import _fake_hub_cache, _offline
+
+    _fake_hub_cache(tmp_path / "cache")
+    _offline(monkeypatch, tmp_path / "cache")
+    exprs = sample.expressions[:2]
+    with pytest.raises(AppError, match="SAM2 size 'huge'"):
+        core.check_request(sample.path, "x", str(checkpoint), False, "auto", Limits(), refine=True, sam2="huge")
+    req = core.check_request(sample.path, "\n".join(exprs), str(checkpoint), False, "auto", Limits(), refine=True,
+                             sam2="tiny")
+    assert req.refine and req.sam2 == "tiny"
+    models = core.ModelCache("cpu", "fp32")
+    seen, stages = [], []
+    result = core.run_request(req, models, workspace, progress=lambda d, t: seen.append((d, t)),
+                              status=stages.append)
+    assert "refining with SAM2 tiny" in stages
+    assert (sample.num_frames, sample.num_frames) in seen and seen[-1][0] == seen[-1][1] > 0  # SAM2's frames too
+    lines = result.summary.splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"{e}: SAM2 tiny, ") for line, e in zip(lines, exprs))
+    names = set(zipfile.ZipFile(result.masks_zip).namelist())
+    assert f"00_{core_slug(exprs[0])}/masks/{sample.num_frames - 1:05d}.png" in names
+    with av.open(str(result.overlay)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == sample.num_frames
+
+
+def test_refine_offline_without_the_sam2_checkpoint_is_a_message(sample, workspace, tmp_path, monkeypatch):
+    from sam2_helpers import _offline
+
+    _offline(monkeypatch, tmp_path / "empty-cache")
+    req = core.check_request(sample.path, "the square", "demo", False, "auto", Limits(), refine=True,
+                             sam2="large")
+    runs = set((workspace.root / "runs").iterdir())
+    with pytest.raises(AppError, match="Cannot refine with SAM2: .*facebook/sam2.1-hiera-large.*HF_HUB_OFFLINE"):
+        core.run_request(req, core.ModelCache("cpu", "fp32"), workspace)
+    assert set((workspace.root / "runs").iterdir()) == runs  # nothing was run
+
+
 def core_slug(text):
     from referdino.inference.writers import slug
 

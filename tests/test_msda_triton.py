@@ -76,7 +76,7 @@ def _check(tensors, dtype, ref_dtype, rel, *, shapes=SHAPES, needs=(True, True, 
     ref_in = [t.to(ref_dtype) for t in low]
     b, q, heads = tensors[1].shape[:3]
     grad_out = torch.randn(b, q, heads * tensors[0].shape[-1], generator=torch.Generator().manual_seed(seed))
-    grad_out = grad_out.to(dtype)
+    grad_out = grad_out.to(tensors[0].device, dtype)
     out, grads = _run(ms_deform_attn_triton, shapes, low, grad_out, needs)
     ref, ref_grads = _run(ms_deform_attn_reference, shapes, ref_in, grad_out.to(ref_dtype), needs)
     assert out.dtype == dtype
@@ -200,3 +200,17 @@ def test_kernels_compile_for_cuda(monkeypatch, tmp_path) -> None:
         src = ASTSource(kernel, signature, constexprs={(names.index(k),): v for k, v in constexprs.items()})
         compiled = compile(src, target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": True})
         assert compiled.asm["cubin"]
+
+
+def test_kernels_on_cuda_match_reference(monkeypatch, device) -> None:
+    """`pytest --device cuda` only: the compiled kernels on the real GPU (no interpreter) equal the `grid_sample`
+    reference on the same device, output and gradients, in fp32 (against fp64) and bf16 (against fp32), at a
+    model-like size (8 heads, 32 channels, 4 levels, 4 points)."""
+    if device.type != "cuda":
+        pytest.skip("needs --device cuda (the CPU runs these kernels under the interpreter, above)")
+    monkeypatch.delenv("TRITON_INTERPRET")
+    shapes = [(23, 40), (12, 20), (6, 10), (3, 5)]
+    tensors = [t.to(device) for t in _inputs(5, batch=2, queries=300, heads=8, dim=32, points=4, shapes=shapes)]
+    assert msda_triton.use_triton(tensors[0].float())
+    _check(tensors, torch.float32, torch.float64, 2e-5, shapes=shapes)
+    _check(tensors, torch.bfloat16, torch.float32, 3e-2, shapes=shapes)

@@ -83,13 +83,14 @@ def _frames(n=4, h=48, w=80, seed=0):
     return np.random.default_rng(seed).integers(0, 255, (n, h, w, 3), dtype=np.uint8)
 
 
-def test_bf16_model_runs_and_returns_float32_predictions(tiny):
+def test_bf16_model_runs_and_returns_float32_predictions(tiny, device):
+    """On `--device` (default cpu; `pytest --device cuda` runs it on the GPU)."""
     from referdino.processing.text import tokenize
 
-    model = cast_model(copy.deepcopy(tiny), torch.bfloat16)
+    model = cast_model(copy.deepcopy(tiny).to(device), torch.bfloat16)
     assert model.dtype == torch.bfloat16 and precision.model_dtype(model) == torch.bfloat16
-    text = tokenize(["the red ball", "a dog"], model.config.text.max_text_len)
-    pixels = torch.randn(2, 3, 3, 48, 80)  # float32 frames: the model casts them
+    text = tokenize(["the red ball", "a dog"], model.config.text.max_text_len).to(device)
+    pixels = torch.randn(2, 3, 3, 48, 80, device=device)  # float32 frames: the model casts them
     with torch.inference_mode():
         out = model(pixels, text, all_layers=False)
     for t in (out.pred_logits, out.pred_boxes, out.pred_masks):
@@ -192,8 +193,9 @@ def test_bf16_accuracy_on_the_demo_model():
     assert abs(np.mean(jf[32]) - np.mean(jf[16])) <= 0.03
 
 
-def test_bf16_accuracy_on_the_official_fixture_model(official_fixtures):
-    """caseA (Swin-T, 3 frames 224x320, the fixture's deterministic weights), bf16 vs fp32. Measured: with the
+def test_bf16_accuracy_on_the_official_fixture_model(official_fixtures, device):
+    """caseA (Swin-T, 3 frames 224x320, the fixture's deterministic weights), bf16 vs fp32, both on `--device`
+    (default cpu; `pytest --device cuda` compares the GPU's bf16 with its fp32). Measured on the CPU: with the
     official selections forced, IoU of the selected track 0.954-0.967 and max |logit diff| 0.37-0.79 (of logits up
     to 47); free-running (bf16 makes its own top-k, pruning and tracking choices, which are near-ties with these
     weights), the same query is selected and its masks have IoU 0.867-0.889."""
@@ -204,23 +206,23 @@ def test_bf16_accuracy_on_the_official_fixture_model(official_fixtures):
 
     data = load_fixture(official_fixtures / "caseA.npz")
     preset, _ = resolve_preset(data)
-    m32 = build_model_from_fixture(data, get_preset(preset)).requires_grad_(False)
+    m32 = build_model_from_fixture(data, get_preset(preset)).requires_grad_(False).to(device)
     m16 = cast_model(copy.deepcopy(m32), torch.bfloat16)
-    text = tokenize([str(data["caption"])], m32.config.text.max_text_len)
-    pixels = torch.from_numpy(data["pixels"])[None]
+    text = tokenize([str(data["caption"])], m32.config.text.max_text_len).to(device)
+    pixels = torch.from_numpy(data["pixels"])[None].to(device)
     size = tuple(pixels.shape[-2:])
     forced = ForcedSelections(
-        topk=torch.from_numpy(data["enc_topk_indices"]),
-        kept=[torch.from_numpy(data[f"prune{i}_kept_rel"]) for i in range(m32.config.dec_layers)],
-        track=torch.from_numpy(data["track_perm"])[None],
+        topk=torch.from_numpy(data["enc_topk_indices"]).to(device),
+        kept=[torch.from_numpy(data[f"prune{i}_kept_rel"]).to(device) for i in range(m32.config.dec_layers)],
+        track=torch.from_numpy(data["track_perm"])[None].to(device),
     )
     figures = {}
     with torch.inference_mode():
         for name, selections in (("forced", forced), ("free", None)):
             o32, o16 = (m(pixels, text, forced=selections) for m in (m32, m16))
             q32, q16 = best_query(o32.pred_logits[0]), best_query(o16.pred_logits[0])
-            iou = _iou(binary_masks(o32.pred_masks[0, :, q32], size).numpy(),
-                       binary_masks(o16.pred_masks[0, :, q16], size).numpy())
+            iou = _iou(binary_masks(o32.pred_masks[0, :, q32], size).cpu().numpy(),
+                       binary_masks(o16.pred_masks[0, :, q16], size).cpu().numpy())
             dlogit = (o32.pred_logits - o16.pred_logits).abs().max().item()
             figures[name] = (q32, q16, iou, dlogit, o32.pred_logits.abs().max().item())
     print("\nfixture caseA bf16 vs fp32: " + "; ".join(

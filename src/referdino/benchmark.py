@@ -17,6 +17,9 @@ Besides time it reports, for the same clip:
 (float32 islands in the model code); `--autocast` instead keeps fp32 weights under `torch.autocast`, for comparison.
 `--baseline fp32` also times a second copy of the same model in that dtype, its runs interleaved with ours in the
 same process (a fair speed-up on a shared, noisy machine).
+
+`--compile` (experimental): the per-frame grounding call `model.ground` is wrapped with `torch.compile`; the
+warm-up run then includes the compilation (several warm-ups are made, see `COMPILE_WARMUP`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ EXPRESSIONS = (
     "the person in a white shirt riding a bike",
     "the cat that stays still on the sofa",
 )
+
+#: warm-up runs with --compile (the first compiles; the last chunk of a clip may recompile for its frame count)
+COMPILE_WARMUP = 3
 
 #: `--config swint` / `swinb` are the Ref-YouTube-VOS presets (the paper's speed figures)
 CONFIG_ALIASES = {"swint": "ytvos_swint", "swinb": "ytvos_swinb"}
@@ -73,6 +79,7 @@ class BenchmarkResult:
     ratio: float | None = None  #: ours / transformers
     notes: list[str] = field(default_factory=list)
     precision: str = "weights"  #: "weights" (cast to `dtype`) or "autocast" (fp32 weights under torch.autocast)
+    compiled: bool = False  #: `model.ground` wrapped with torch.compile (--compile, experimental)
     baseline_dtype: str | None = None
     baseline_seconds_per_run: list[float] | None = None  #: interleaved with ours, run by run
     baseline_ms_per_frame: float | None = None
@@ -248,6 +255,7 @@ def run_benchmark(
     flops: bool = True,
     use_autocast: bool = False,
     baseline: str | None = None,
+    compile: bool = False,
 ) -> BenchmarkResult:
     """dtype: auto | fp32 | bf16 | fp16 (`referdino.precision.resolve_dtype`); the weights are cast to it, or with
     `use_autocast` stay fp32 and run under torch.autocast. baseline: also time the same model (same weights) cast
@@ -266,6 +274,8 @@ def run_benchmark(
     model.to(dev)
     if not use_autocast:
         cast_model(model, torch_dtype)
+    if compile:  # experimental: the per-frame grounding (backbone features -> decoder) through torch.compile
+        model.ground = torch.compile(model.ground)
     height, width = size, int(round(size * 16 / 9))
     pixels = torch.randn(frames, 3, height, width, device=dev)
     exprs = list(EXPRESSIONS[:expressions])
@@ -288,7 +298,7 @@ def run_benchmark(
         runs.append(run_baseline)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    times, *base_times = time_interleaved(runs, dev, repeats)
+    times, *base_times = time_interleaved(runs, dev, repeats, warmup=COMPILE_WARMUP if compile else 1)
     if dev.type == "cuda":
         peak, kind = torch.cuda.max_memory_allocated(dev) / 2**30, "cuda_max_allocated"
     else:
@@ -297,7 +307,10 @@ def run_benchmark(
     result = BenchmarkResult(
         preset, str(dev), NAMES[torch_dtype], torch.get_num_threads(), frames, height, width, expressions, pruning,
         times, per_frame * 1000, 1 / per_frame, peak, kind, precision="autocast" if use_autocast else "weights",
+        compiled=compile,
     )
+    if compile:
+        result.notes.append("model.ground wrapped with torch.compile (experimental)")
     result.notes.append(describe(torch_dtype, why))
     if base_times:
         result.baseline_dtype = NAMES[base_dtype]

@@ -18,10 +18,17 @@ def _cmd_parity(args: argparse.Namespace) -> int:
     from .parity import format_report, run_parity
     from .parity_train import run_train_parity
 
-    run = run_train_parity if args.train else run_parity
+    if args.train and args.device != "cpu":
+        raise ValueError("parity --train runs on the CPU only (--device applies to forward fixtures)")
     failed = 0
     for path in args.fixtures:
-        results = run(path, args.config, threads=args.threads)
+        if args.train:
+            results = run_train_parity(path, args.config, threads=args.threads)
+        else:
+            try:
+                results = run_parity(path, args.config, threads=args.threads, device=args.device)
+            except RuntimeError as exc:  # e.g. no CUDA device
+                raise ValueError(str(exc)) from None
         print(format_report(path, results))
         failed += sum(not r.ok for r in results)
     return 0 if failed == 0 else 1
@@ -44,7 +51,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             preset=args.config, frames=args.frames, size=args.size, threads=args.threads, repeats=args.repeats,
             json_path=args.json, device=args.device, dtype=args.dtype, expressions=args.expressions,
             pruning=not args.no_pruning, compare=args.compare, flops=not args.no_flops, use_autocast=args.autocast,
-            baseline=args.baseline,
+            baseline=args.baseline, compile=args.compile,
         )
     except RuntimeError as exc:  # e.g. no CUDA device
         raise ValueError(str(exc)) from None
@@ -109,18 +116,24 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     from .training.distributed import cleanup, init_distributed
 
     from .precision import describe, resolve_dtype
+    from .refine.pipeline import resolve_refinement
 
+    # --refine sam2: the SAM2 checkpoint is resolved before any work (one-line error offline)
+    refinement = resolve_refinement(args.refine, args.sam2, cli=True)
     dist = init_distributed(args.device)
     try:
         dtype, why = resolve_dtype(args.dtype, dist.device)
         if dist.is_main:
             print(describe(dtype, why))
+            if refinement is not None:
+                print(f"refining with SAM2 {refinement.size} ({refinement.folder})")
         model = load_model(args.checkpoint, str(dist.device))
         out = predict_split(
             model, args.dataset, args.data_root, args.split, args.out, multi=args.multi, threshold=args.threshold,
             window=args.window, short_side=args.short_side, device=str(dist.device), rank=dist.rank,
             world_size=dist.world_size, progress=not args.no_progress, max_videos=args.max_videos,
-            overwrite=args.overwrite, dtype=dtype,
+            overwrite=args.overwrite, dtype=dtype, refine=args.refine,
+            sam2=None if refinement is None else str(refinement.folder),
         )
     finally:
         cleanup()
@@ -150,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the fixtures record one official TRAINING step (losses, matches, gradients): replay it "
                         "with our trainer's step and compare")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, cuda or cuda:N: where the model runs a forward fixture (float32, TF32 off; same "
+                        "tolerances)")
     p.set_defaults(func=_cmd_parity)
 
     p = sub.add_parser("convert", help="convert official / GroundingDINO / transformers weights to ours")
@@ -182,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up (median reported)")
     p.add_argument("--json", default=None, help="write the result as JSON")
+    p.add_argument("--compile", action="store_true",
+                   help="experimental: wrap the per-frame grounding call (model.ground) with torch.compile")
     p.set_defaults(func=_cmd_benchmark)
     from .training.config import TRAIN_PRESETS
 
@@ -242,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-videos", type=int, default=0, help="only the first N videos (smoke tests)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
+    from .refine.commands import add_refine_arguments
+
+    add_refine_arguments(p)  # --refine sam2 [--sam2 SIZE]: the refined masks are the predictions
     p.set_defaults(func=_cmd_infer)
 
     from .evaluation.cli import add_evaluate_arguments

@@ -13,6 +13,7 @@ skipped, never as failures. Training-step fixtures are a different kind (`fixtur
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -293,11 +294,44 @@ def _required_keys(n_layers: int) -> list[str]:
     return keys + [f"prune{i}_{what}" for i in range(n_layers) for what in ("kept_rel", "gate")]
 
 
+def _to_cpu(x):
+    """Tensors in nested dicts / lists / tuples moved to the CPU (the recorded intermediates of a device run)."""
+    if isinstance(x, torch.Tensor):
+        return x.cpu()
+    if isinstance(x, dict):
+        return {k: _to_cpu(v) for k, v in x.items()}
+    if isinstance(x, tuple) and hasattr(x, "_fields"):  # namedtuple
+        return type(x)(*(_to_cpu(v) for v in x))
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_cpu(v) for v in x)
+    return x
+
+
+@contextlib.contextmanager
+def _full_fp32(device: torch.device):
+    """On CUDA, float32 matmuls and convolutions in full precision (no TF32, which cuDNN allows by default) for the
+    duration: the tolerances are float32 ones."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def run_parity(
-    path: str | os.PathLike, config_name: str | None = None, threads: int | None = None
+    path: str | os.PathLike, config_name: str | None = None, threads: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> ParityResults:
     """Compare our model with one forward fixture. `config_name` overrides the fixture's preset (None: from the
-    file). Raises FixtureError (one line) for a file that is not a forward fixture."""
+    file). `device`: where the model and its inputs run (float32, TF32 off on CUDA); the comparison is on the
+    CPU with the same tolerances. Raises FixtureError (one line) for a file that is not a forward fixture."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {device}: no CUDA device is available")
     data = load_fixture(path)
     require_fixture_kind(path, data, FORWARD)
     preset, source = resolve_preset(data, config_name, path)
@@ -307,13 +341,12 @@ def run_parity(
         raise FixtureError(f"{path} lacks forward-fixture entries needed by preset {preset}: {', '.join(missing)}")
     if threads:
         torch.set_num_threads(threads)
-    model = build_model_from_fixture(data, config)
-    t = data["pixels"].shape[0]
+    model = build_model_from_fixture(data, config).to(dev)
     n_layers = model.config.dec_layers
     forced = ForcedSelections(
-        topk=torch.from_numpy(data["enc_topk_indices"]),
-        kept=[torch.from_numpy(data[f"prune{i}_kept_rel"]) for i in range(n_layers)],
-        track=torch.from_numpy(data["track_perm"])[None],
+        topk=torch.from_numpy(data["enc_topk_indices"]).to(dev),
+        kept=[torch.from_numpy(data[f"prune{i}_kept_rel"]).to(dev) for i in range(n_layers)],
+        track=torch.from_numpy(data["track_perm"])[None].to(dev),
     )
     text = tokenize([str(data["caption"])], model.config.text.max_text_len)  # free-running tokenizer
     rec: dict = {
@@ -324,8 +357,10 @@ def run_parity(
         "position_ids": text.position_ids,
     }
     pixels = torch.from_numpy(data["pixels"])
-    with torch.no_grad():
-        out = model(pixels[None], text, forced=forced, record=rec)
+    with torch.no_grad(), _full_fp32(dev):
+        out = model(pixels[None].to(dev), text.to(dev), forced=forced, record=rec)
+    if dev.type != "cpu":
+        rec = _to_cpu(rec)
     rec["image_size"] = pixels.shape[-2:]
     shapes = rec["spatial_shapes"].tolist()
     starts = [0]
@@ -360,7 +395,8 @@ def run_parity(
 
 def _compare_arrays(key: str, ours: torch.Tensor, value: np.ndarray) -> Comparison:
     ref = torch.from_numpy(np.ascontiguousarray(value))
-    ours = ours.detach().reshape(ref.shape) if ours.numel() == ref.numel() else ours.detach()
+    ours = ours.detach().cpu()
+    ours = ours.reshape(ref.shape) if ours.numel() == ref.numel() else ours
     if ours.shape != ref.shape:
         return Comparison(key, float("nan"), float("nan"), 0.0, False, f"shape {tuple(ours.shape)}")
     return _compare(key, ours, ref)

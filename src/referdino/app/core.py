@@ -203,6 +203,8 @@ class Request:
     short_side: int
     multi: bool
     model: str
+    refine: bool = False  #: refine with SAM2 after ReferDINO (README "Refining with SAM2")
+    sam2: str = "large"  #: its SAM2.1 size (`referdino.refine.SAM2_SIZES`)
 
 
 @dataclass
@@ -286,8 +288,21 @@ def choose_short_side(value: str | int | None, height: int, width: int) -> int:
     return side
 
 
+def sam2_choices() -> list[str]:
+    """The SAM2.1 sizes the page offers (the default, the recipe's, is `DEFAULT_SAM2`)."""
+    from ..refine.sam2 import SAM2_SIZES
+
+    return list(SAM2_SIZES)
+
+
 def check_request(video: str | Path | None, text: str | None, model: str | None, multi: bool,
-                  short_side: str | int | None, limits: Limits, allowed_models: list[str] | None = None) -> Request:
+                  short_side: str | int | None, limits: Limits, allowed_models: list[str] | None = None, *,
+                  refine: bool = False, sam2: str | None = None) -> Request:
+    from ..refine.sam2 import DEFAULT_SAM2
+
+    size = sam2 or DEFAULT_SAM2
+    if refine and size not in sam2_choices():
+        raise AppError(f"SAM2 size {size!r}: choose one of {', '.join(sam2_choices())}.")
     if not video:
         raise AppError("Upload a video first, or click \"Use the sample clip\".")
     exprs = parse_expressions(text)
@@ -295,7 +310,7 @@ def check_request(video: str | Path | None, text: str | None, model: str | None,
         raise AppError(f"Choose a model from the list{f' (not {model!r})' if model else ''}.")
     frames, height, width = probe_video(video, limits)
     side = choose_short_side(short_side, height, width)
-    return Request(Path(video), exprs, frames, height, width, side, bool(multi), model)
+    return Request(Path(video), exprs, frames, height, width, side, bool(multi), model, bool(refine), size)
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -308,7 +323,7 @@ class RunResult:
     num_frames: int
     expressions: list[str]
     seconds: float
-    summary: str = ""
+    summary: str = ""  #: with SAM2 refinement: what the recipe did per expression, one line each
 
 
 def zip_masks(out: Path, dirs: list[str], dest: Path) -> Path:
@@ -368,6 +383,15 @@ def run_request(request: Request, models: ModelCache, workspace: Workspace, *, p
 
     say = status or (lambda text: None)
     start = time.perf_counter()
+    refinement = None
+    if request.refine:  # the SAM2 checkpoint first: not cached offline -> a message, before any work
+        from ..refine.pipeline import resolve_refinement
+
+        say(f"finding the SAM2 {request.sam2} checkpoint")
+        try:
+            refinement = resolve_refinement("sam2", request.sam2)
+        except ValueError as exc:  # Sam2UnavailableError, CheckpointError
+            raise AppError(f"Cannot refine with SAM2: {exc}") from None
     run = workspace.new_run()
     try:
         with models.lock(request.model):
@@ -376,17 +400,28 @@ def run_request(request: Request, models: ModelCache, workspace: Workspace, *, p
             segmenter = models.get(request.model)
             say("segmenting")
             counter = FrameProgress(request.num_frames, progress) if progress is not None else None
+            extra: dict[str, Any] = {}
+            if refinement is not None:
+                def refine_progress() -> Any:
+                    say(f"refining with SAM2 {request.sam2}")
+                    return FrameProgress(0, progress) if progress is not None else None
+
+                extra = dict(refine="sam2", sam2=str(refinement.folder), refine_progress=refine_progress)
             try:
-                segmenter.segment_to(str(request.video), request.expressions, run / "out", write_video=True,
-                                     progress=counter, multi=request.multi, short_side=request.short_side)
+                result, _ = segmenter.segment_to(str(request.video), request.expressions, run / "out",
+                                                 write_video=True, progress=counter, multi=request.multi,
+                                                 short_side=request.short_side, **extra)
             except (VideoError, OutputError) as exc:
                 raise AppError(str(exc)) from None
         out = run / "out"
         say("zipping the masks")
         masks_zip = zip_masks(out, expression_dirs(request.expressions), run / MASKS_ZIP)
         seconds = time.perf_counter() - start
+        summary = ""
+        if refinement is not None:
+            summary = "\n".join(f"{r.expression}: SAM2 {request.sam2}, {r.outcome}" for r in result.expressions)
         return RunResult(out, out / COMBINED_VIDEO, out / CONTACT_SHEET, masks_zip, request.num_frames,
-                         request.expressions, seconds)
+                         request.expressions, seconds, summary)
     except BaseException:
         shutil.rmtree(run, ignore_errors=True)
         raise

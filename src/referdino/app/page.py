@@ -1,7 +1,8 @@
 """The Gradio page of `referdino app` (needs the optional extra: ``pip install "referdino[app]"``).
 
 Inputs: a video (upload, or the sample clip made at start-up), expressions one per line, the model, multi-object
-on/off and the short side. Outputs: the combined overlay video, the contact sheet and a zip of the masks.
+on/off, the short side, and "Refine with SAM2" with its SAM2.1 size (README "Refining with SAM2"; a SAM2
+checkpoint that is not cached offline is a message on the page). Outputs: the combined overlay video, the contact sheet and a zip of the masks.
 
 A click runs two events: `check` (at once, any number in parallel) validates the inputs and says whether the
 run will wait, then `run` (one at a time: Gradio's queue, concurrency 1) loads the model once per name and
@@ -37,8 +38,11 @@ from .core import (
     make_sample,
     model_choices,
     run_request,
+    sam2_choices,
     sample_expressions,
 )
+
+from ..refine.sam2 import DEFAULT_SAM2
 
 logger = logging.getLogger("referdino.app")
 
@@ -137,35 +141,49 @@ def build_app(config: AppConfig | None = None) -> App:
     busy = {"runs": 0}  # runs working now: a click meanwhile is told that it waits
     busy_lock = threading.Lock()
 
-    def check(video: str | None, text: str, model: str, multi: bool, short_side: str) -> str:
+    def check(video: str | None, text: str, model: str, multi: bool, short_side: str, refine: bool = False,
+              sam2: str | None = None) -> str:
         try:
-            request = check_request(video, text, model, multi, short_side, limits, allowed_models)
+            request = check_request(video, text, model, multi, short_side, limits, allowed_models, refine=refine,
+                                    sam2=sam2)
         except AppError as exc:
             raise gr.Error(str(exc), title="Cannot run", print_exception=False) from None
         with busy_lock:
             waiting = busy["runs"]
         line = (f"{request.num_frames} frames {request.width}x{request.height}, "
                 f"{len(request.expressions)} expression{'s' if len(request.expressions) != 1 else ''}, "
-                f"short side {request.short_side}, model {request.model}")
+                f"short side {request.short_side}, model {request.model}"
+                + (f", refined with SAM2 {request.sam2}" if request.refine else ""))
         if waiting:
             gr.Info("Another run is in progress: yours is queued and starts as soon as it ends.", title="Queued")
             return f"**Queued** behind another run (one at a time): {line}."
         return f"**Starting**: {line}."
 
-    def run(video: str | None, text: str, model: str, multi: bool, short_side: str,
+    def run(video: str | None, text: str, model: str, multi: bool, short_side: str, refine: bool = False,
+            sam2: str | None = None,
             progress: gr.Progress = gr.Progress()) -> tuple[str, str, str, str]:  # noqa: B008 - Gradio's idiom
         with busy_lock:
             busy["runs"] += 1
         try:
             try:
-                request = check_request(video, text, model, multi, short_side, limits, allowed_models)
+                request = check_request(video, text, model, multi, short_side, limits, allowed_models,
+                                        refine=refine, sam2=sam2)
                 progress(0.0, desc="starting")
+                phase = {"refining": False}
 
                 def frames_done(done: int, total: int) -> None:
-                    desc = "segmenting" if done < total else "segmented; writing the overlay video and masks"
+                    if phase["refining"]:
+                        desc = f"refining with SAM2 {request.sam2}"
+                    elif done < total:
+                        desc = "segmenting"
+                    elif request.refine:
+                        desc = "segmented; starting SAM2"
+                    else:
+                        desc = "segmented; writing the overlay video and masks"
                     progress((done, total), desc=desc, unit="frames")
 
                 def stage(text: str) -> None:
+                    phase["refining"] = text.startswith("refining")
                     progress(1.0 if text.startswith("zip") else 0.0, desc=text)
 
                 result = run_request(request, models, workspace, progress=frames_done, status=stage)
@@ -179,7 +197,10 @@ def build_app(config: AppConfig | None = None) -> App:
             with busy_lock:
                 busy["runs"] -= 1
         done = (f"**Done**: {result.num_frames} frames, {len(result.expressions)} expression"
-                f"{'s' if len(result.expressions) != 1 else ''} in {result.seconds:.1f} s with {request.model}.")
+                f"{'s' if len(result.expressions) != 1 else ''} in {result.seconds:.1f} s with {request.model}"
+                + (f", refined with SAM2 {request.sam2}." if request.refine else "."))
+        if result.summary:
+            done += "\n\n" + "\n".join(f"- {line}" for line in result.summary.splitlines())
         return done, str(result.overlay), str(result.contact_sheet), str(result.masks_zip)
 
     def use_sample() -> tuple[str, str]:
@@ -209,6 +230,13 @@ def build_app(config: AppConfig | None = None) -> App:
                                            elem_id="multi")
                     side_in = gr.Dropdown(list(SHORT_SIDES), value="auto", label="Short side (pixels)",
                                           info="auto: the video's own, at most 360", elem_id="short-side")
+                with gr.Row():
+                    refine_in = gr.Checkbox(False, label="Refine with SAM2",
+                                            info="the ReferDINO-Plus recipe after ReferDINO: sharper masks, much "
+                                                 "slower (for a GPU); the checkpoint is downloaded once",
+                                            elem_id="refine")
+                    sam2_in = gr.Dropdown(sam2_choices(), value=DEFAULT_SAM2, label="SAM2 size",
+                                          info=f"SAM2.1; {DEFAULT_SAM2} is the recipe's", elem_id="sam2")
                 run_btn = gr.Button("Segment", variant="primary", elem_id="run")
                 gr.Markdown(limits_line, elem_id="limits")
             with gr.Column(scale=1):
@@ -218,7 +246,7 @@ def build_app(config: AppConfig | None = None) -> App:
                 sheet_out = gr.Image(label="Contact sheet", type="filepath", interactive=False, elem_id="sheet")
                 zip_out = gr.File(label="Masks (NN_expression/masks/*.png + masks.json)", interactive=False,
                                   elem_id="masks-zip")
-        inputs = [video_in, text_in, model_in, multi_in, side_in]
+        inputs = [video_in, text_in, model_in, multi_in, side_in, refine_in, sam2_in]
         sample_btn.click(use_sample, None, [video_in, text_in], queue=False, api_name=False)
         model_in.change(describe_model, model_in, model_info, queue=False, api_name=False)
         run_btn.click(check, inputs, status, concurrency_limit=None, concurrency_id="check", api_name=False,

@@ -63,12 +63,19 @@ def predict_split(
     max_videos: int = 0,
     overwrite: bool = False,
     dtype: torch.dtype | str | None = None,
+    refine: str | None = None,
+    sam2: str | None = None,
 ) -> Path:
     """overwrite: `out_dir` may hold other files (kept); our earlier predictions there are always replaced.
     dtype: None runs the model in its own dtype; a torch dtype or a name (auto, fp32, bf16, fp16) casts the model
-    to it in place first (`referdino.precision`)."""
+    to it in place first (`referdino.precision`).
+    refine="sam2", sam2=SIZE (or a Sam2Video folder): every video is refined with SAM2 after ReferDINO
+    (`Segmenter.segment(..., refine=...)`) and the refined masks are written; the checkpoint is resolved first."""
     from ..data import DATASETS
     from ..inference.segmenter import Segmenter
+    from ..refine.pipeline import resolve_refinement
+
+    refinement = resolve_refinement(refine, sam2)  # before any work; SAM2 is then loaded once, for every video
 
     segmenter = Segmenter(model, device=device, dtype=dtype)
     if dtype is not None:
@@ -110,6 +117,7 @@ def predict_split(
         segmenter.segment(
             _frames(video), [e.caption for e in exprs], window=window, short_side=short_side, multi=multi,
             threshold=threshold, keep_masks=False, on_frame_masks=write,
+            **({} if refinement is None else {"refine": refine, "sam2": str(refinement.folder)}),
         )
         if bar is not None:
             bar.update(1)
