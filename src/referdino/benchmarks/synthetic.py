@@ -42,11 +42,10 @@ def _train(world: Path, out: Path, minutes: float, extra: list[str], progress: b
     )
     trainer = Trainer(config, progress=progress)
     last = out / "checkpoints" / "last.pt"
-    if last.is_file():  # an interrupted benchmark continues where it stopped
+    if last.is_file():  # an interrupted benchmark continues where it stopped (--resume)
         trainer.resume(last)
-    start = time.perf_counter()
     state = trainer.fit()
-    return trainer, state, (time.perf_counter() - start) / 60
+    return trainer, state, (state.seconds + trainer._elapsed()) / 60  # minutes over all resumes
 
 
 def _evaluate(model, world: Path) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -171,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted proof in OUT: finished phases are kept, the interrupted one "
+                             "continues from its last checkpoint with the rest of its time")
     parser.add_argument("--plot-only", action="store_true",
                         help="only re-draw OUT/learning_curves.png from OUT/results.json (and OUT/loss_curves.json)")
     parser.add_argument("overrides", nargs="*", help="extra training overrides key=value (all phases)")
@@ -185,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
+    if (out / "runs").is_dir() and not args.resume:
+        raise SystemExit(f"{out} holds an earlier learning proof: add --resume to continue it (finished phases are "
+                         "kept) or choose another --out")
     world = out / "world"
     if not (world / "world.json").is_file():
         generate_world(world, videos={"train": args.train_videos, "valid": args.valid_videos}, seed=args.seed)
@@ -212,20 +217,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"image phase: {image_steps} steps in {image_minutes:.1f} min", flush=True)
     curves: dict[str, list[float]] = {}
     for name, extra in (("temporal", []), ("no_temporal", ["model.temporal_layers=0"])):
-        init = [f"init_weights={image_model}"] if args.image_minutes > 0 else []
-        video = ["lr=5e-4", "warmup_steps=100"]
-        trainer, state, minutes = _train(world, out / "runs" / name, args.minutes,
-                                         [*init, *video, *args.overrides, *extra], not args.no_progress)
-        scores = _evaluate(trainer.model, world)
+        phase_done = out / "runs" / name / "done.json"
+        if phase_done.is_file():  # finished before an interruption (--resume): reuse it
+            record = json.loads(phase_done.read_text())
+        else:
+            init = [f"init_weights={image_model}"] if args.image_minutes > 0 else []
+            video = ["lr=5e-4", "warmup_steps=100"]
+            trainer, state, minutes = _train(world, out / "runs" / name, args.minutes,
+                                             [*init, *video, *args.overrides, *extra], not args.no_progress)
+            record = {"minutes": minutes, "steps": state.global_step,
+                      "curve": [row["loss"] for row in state.history], "scores": _evaluate(trainer.model, world)}
+            atomic_write_bytes(phase_done, lambda p, r=record: Path(p).write_text(json.dumps(r)))
+            del trainer
+        scores, minutes = record["scores"], record["minutes"]
         suffix = "" if name == "temporal" else "_no_temporal"
         results[f"jf_static{suffix}"] = scores["static"]
         results[f"jf_motion{suffix}"] = scores["motion"]
         results[f"jf_all{suffix}"] = scores["all"]
         results[f"train_minutes{suffix}"] = image_minutes + minutes
-        results[f"train_steps{suffix}"] = image_steps + state.global_step
+        results[f"train_steps{suffix}"] = image_steps + record["steps"]
         results[f"video_minutes{suffix}"] = minutes
-        curves[name] = [row["loss"] for row in state.history]
-        print(f"{name}: {image_steps} image + {state.global_step} video steps in {image_minutes + minutes:.1f} min; "
+        curves[name] = record["curve"]
+        print(f"{name}: {image_steps} image + {record['steps']} video steps in {image_minutes + minutes:.1f} min; "
               f"held-out J&F static {scores['static']:.3f}, motion {scores['motion']:.3f}", flush=True)
     results["image_minutes"] = image_minutes
     results["image_steps"] = image_steps

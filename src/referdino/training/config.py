@@ -57,7 +57,8 @@ class TrainConfig:
     amp: Literal["off", "auto", "bf16", "fp16"] = "off"
     seed: int = 42
     max_steps: int = 0  #: stop after this many optimizer steps in total (0: run all epochs)
-    max_minutes: float = 0.0  #: stop (with a checkpoint) after this much training time (0: no limit)
+    #: stop (with a checkpoint) after this much training time, counted over resumes too (0: no limit)
+    max_minutes: float = 0.0
     ckpt_every: int = 500  #: also write a checkpoint every N steps (0: only at epoch ends)
     log_every: int = 10  #: steps between CSV/TensorBoard rows
     out_dir: str = "runs/referdino"

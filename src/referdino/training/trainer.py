@@ -112,6 +112,7 @@ class TrainState:
     step_in_epoch: int = 0
     global_step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0  #: training time of the earlier runs this one resumed (`max_minutes` counts it too)
 
 
 class Trainer:
@@ -220,6 +221,7 @@ class Trainer:
             "step_in_epoch": self.state.step_in_epoch,
             "global_step": self.state.global_step,
             "history": self.state.history,
+            "seconds": self.state.seconds + self._elapsed(),
             "train_config": self.config.to_json(),
             "model_config": self.model_config.to_json(),
         }
@@ -256,7 +258,8 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
-        self.state = TrainState(ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"], list(ckpt["history"]))
+        self.state = TrainState(ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"], list(ckpt["history"]),
+                                float(ckpt.get("seconds", 0.0)))  # checkpoints before the field: 0
         logger.info("resumed from %s at epoch %d, step %d", path, self.state.epoch, self.state.global_step)
 
     # ------------------------------------------------------------------ one step
@@ -302,12 +305,17 @@ class Trainer:
             return True
         if not c.max_minutes:
             return False
-        # every rank must stop at the same step: rank 0's clock decides
-        late = torch.tensor(float((time.perf_counter() - self._fit_start) / 60 >= c.max_minutes))
+        # every rank must stop at the same step: rank 0's clock decides; a resumed run counts its earlier time
+        late = torch.tensor(float((self.state.seconds + self._elapsed()) / 60 >= c.max_minutes))
         if self.dist.enabled:
             late = late.to(self.device)
             torch.distributed.broadcast(late, src=0)
         return bool(late.item())
+
+    def _elapsed(self) -> float:
+        """Seconds since this process's `fit` started (0 before it)."""
+        start = getattr(self, "_fit_start", None)
+        return 0.0 if start is None else time.perf_counter() - start
 
     def fit(self) -> TrainState:
         c = self.config
