@@ -409,12 +409,19 @@ def _compare(key: str, ours: torch.Tensor, ref: torch.Tensor) -> Comparison:
     if not ref.is_floating_point():
         diff = (ours.long() != ref.long()).sum().item()
         return Comparison(key, float(diff), float(diff), 0.0, diff == 0, "exact (forced)" if "kept" in key or key in ("enc_topk_indices", "track_perm") else "exact")
-    ref32 = ref.float()
-    max_abs = (ours.float() - ref32).abs().max().item()
-    scale = ref32.abs().max().item()
-    rel_tol = REL_TOL_F16 if key.endswith("_f16") else REL_TOL
-    tol = rel_tol * scale + ABS_TOL
-    return Comparison(key, max_abs, max_abs / max(scale, 1e-30), tol, bool(max_abs <= tol))
+    return close_comparison(key, ours, ref, REL_TOL_F16 if key.endswith("_f16") else REL_TOL)
+
+
+def close_comparison(
+    key: str, ours: torch.Tensor, ref: torch.Tensor | np.ndarray, rel: float, abs_tol: float = ABS_TOL, note: str = ""
+) -> Comparison:
+    """Float arrays: passes when max|ours - ref| <= rel * max|ref| + abs_tol (compared in float32)."""
+    ref32 = torch.as_tensor(np.asarray(ref) if not isinstance(ref, torch.Tensor) else ref).float()
+    ours32 = ours.detach().float().reshape(ref32.shape)
+    max_abs = (ours32 - ref32).abs().max().item() if ref32.numel() else 0.0
+    scale = ref32.abs().max().item() if ref32.numel() else 0.0
+    tol = rel * scale + abs_tol
+    return Comparison(key, max_abs, max_abs / max(scale, 1e-30), tol, bool(max_abs <= tol), note)
 
 
 def _selection_consistency(data: dict, rec: dict, n_layers: int) -> list[Comparison]:

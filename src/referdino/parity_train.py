@@ -24,7 +24,7 @@ from .losses.criterion import LossTargets
 from .modeling.outputs import ForcedSelections, LayerPrediction, ReferDinoOutput
 from .modeling.referdino import ReferDino
 from .parity import (
-    ABS_TOL, TRAIN, Comparison, FixtureError, ParityResults, filled_official_state_dict, load_fixture,
+    TRAIN, Comparison, FixtureError, ParityResults, close_comparison, filled_official_state_dict, load_fixture,
     require_fixture_kind, resolve_preset,
 )
 from .processing.text import tokenize
@@ -106,16 +106,6 @@ def forced_choices(data: dict, n_layers: int) -> tuple[ForcedSelections, dict[st
 
 
 # ----------------------------------------------------------------------------------------------- compare
-def _close(key: str, ours: torch.Tensor, ref: np.ndarray, rel: float, abs_tol: float = ABS_TOL,
-           note: str = "") -> Comparison:
-    ref_t = torch.from_numpy(np.asarray(ref)).float()
-    ours = ours.detach().float().reshape(ref_t.shape)
-    err = (ours - ref_t).abs().max().item() if ref_t.numel() else 0.0
-    scale = ref_t.abs().max().item() if ref_t.numel() else 0.0
-    tol = rel * scale + abs_tol
-    return Comparison(key, err, err / max(scale, 1e-30), tol, err <= tol, note)
-
-
 def _sets(out: ReferDinoOutput) -> dict[str, LayerPrediction]:
     sets = {"": LayerPrediction(out.pred_logits, out.pred_boxes, out.pred_masks)}
     sets.update({f"_{i}": p for i, p in enumerate(out.aux)})
@@ -130,12 +120,12 @@ def compare_outputs(data: dict, out: ReferDinoOutput, matches: dict[str, torch.T
         p = prefix[suffix]
         for field, value in (("pred_logits", pred.logits), ("pred_boxes", pred.boxes)):
             if p + field in data:
-                results.append(_close(p + field, value, data[p + field], OUT_REL))
+                results.append(close_comparison(p + field, value, data[p + field], OUT_REL))
         masks = pred.masks
         if masks is None:
             continue
         if p + "pred_masks" in data:
-            results.append(_close(p + "pred_masks", masks, data[p + "pred_masks"], OUT_REL))
+            results.append(close_comparison(p + "pred_masks", masks, data[p + "pred_masks"], OUT_REL))
         index = int(matches[suffix][0])
         checks = {
             "pred_masks_matched": masks[0, :, index],
@@ -146,9 +136,10 @@ def compare_outputs(data: dict, out: ReferDinoOutput, matches: dict[str, torch.T
         for field, value in checks.items():
             if p + field in data:
                 rel = OUT_REL_F16 if field.endswith("_f16") else OUT_REL
-                results.append(_close(p + field, value, data[p + field], rel))
+                results.append(close_comparison(p + field, value, data[p + field], rel))
     if "interm_pre_pred_boxes" in data and out.interm_anchor_boxes is not None:
-        results.append(_close("interm_pre_pred_boxes", out.interm_anchor_boxes, data["interm_pre_pred_boxes"], OUT_REL))
+        results.append(close_comparison("interm_pre_pred_boxes", out.interm_anchor_boxes,
+                                        data["interm_pre_pred_boxes"], OUT_REL))
     return results
 
 
@@ -162,7 +153,7 @@ def compare_tracked_references(data: dict, rec: dict, n_layers: int) -> list[Com
         ref = rec[f"dec_ref{i}"]  # (T, K, 4) frame order
         perm = torch.from_numpy(data[f"track_perm_l{i}"])
         frames = [ref[0]] + [ref[t][perm[t - 1]] for t in range(1, ref.shape[0])]
-        results.append(_close(key, torch.stack(frames), data[key], OUT_REL))
+        results.append(close_comparison(key, torch.stack(frames), data[key], OUT_REL))
     return results
 
 
@@ -170,7 +161,6 @@ def compare_matcher(data: dict, criterion: Criterion, out: ReferDinoOutput, targ
     """Our matcher's cost parts and totals on our outputs, and its free-running choice."""
     results = []
     match_sets = {s.suffix: s.for_matching for s in criterion.output_sets(out)}
-    weights = criterion.matcher.weights
     names = ("class", "bbox", "giou", "mask", "dice", "proj")
     cache: dict = {}
     for name in data["match_set_names"]:
@@ -181,7 +171,8 @@ def compare_matcher(data: dict, criterion: Criterion, out: ReferDinoOutput, targ
             pred.logits, pred.boxes, pred.masks, target_boxes=grid.boxes, valid=grid.valid,
             target_masks=grid.masks, padding=grid.padding,
         )
-        total = sum(weights[k] * parts[k] for k in names if k in parts)[0]
+        zero = pred.logits.new_zeros(pred.logits.shape[0], pred.logits.shape[2])
+        total = criterion.matcher.combine(parts, zero)[0]
         keep = slice(None)
         note = ""
         if name == "interm":
@@ -191,10 +182,10 @@ def compare_matcher(data: dict, criterion: Criterion, out: ReferDinoOutput, targ
         ref_parts = data[f"match_{name}_cost_parts"]
         for j, part in enumerate(names):
             if part in parts:
-                results.append(_close(f"match_{name}_cost_parts[{part}]", parts[part][0][keep], ref_parts[j][keep],
-                                      COST_REL, COST_ABS, note))
-        results.append(_close(f"match_{name}_cost", total[keep], data[f"match_{name}_cost"][keep], COST_REL, COST_ABS,
-                              note))
+                results.append(close_comparison(f"match_{name}_cost_parts[{part}]", parts[part][0][keep],
+                                                ref_parts[j][keep], COST_REL, COST_ABS, note))
+        results.append(close_comparison(f"match_{name}_cost", total[keep], data[f"match_{name}_cost"][keep],
+                                        COST_REL, COST_ABS, note))
         ours_idx = int(total.argmin())
         ref_idx = int(data[f"match_{name}_index"])
         results.append(Comparison(f"match_{name}_index (free-running)", float(ours_idx != ref_idx),
@@ -209,7 +200,7 @@ def compare_losses(data: dict, losses: dict[str, torch.Tensor], criterion: Crite
         if name not in losses:
             results.append(Comparison(name, float("nan"), float("nan"), 0.0, False, "not produced"))
             continue
-        results.append(_close(name, losses[name], value, 0.0, LOSS_REL * abs(float(value)) + LOSS_ABS))
+        results.append(close_comparison(name, losses[name], value, 0.0, LOSS_REL * abs(float(value)) + LOSS_ABS))
         w = criterion.config.weight_of(name)
         if w != float(weight):
             results.append(Comparison(f"{name} weight", abs(w - float(weight)), 0.0, 0.0, False, f"ours {w}"))
@@ -217,7 +208,8 @@ def compare_losses(data: dict, losses: dict[str, torch.Tensor], criterion: Crite
     if extra:
         results.append(Comparison("losses not in the fixture", float(len(extra)), 0.0, 0.0, False, ", ".join(extra)))
     total = float(data["loss_total"])
-    results.append(_close("loss_total", losses["loss"], data["loss_total"], 0.0, LOSS_REL * abs(total) + LOSS_ABS))
+    results.append(close_comparison("loss_total", losses["loss"], data["loss_total"], 0.0,
+                                    LOSS_REL * abs(total) + LOSS_ABS))
     return results
 
 
@@ -256,7 +248,8 @@ def compare_gradients(data: dict, model: ReferDino, global_norm: torch.Tensor) -
                               f"worst error / tolerance at {worst[1]}"))
     results += failures
     ref_global = float(data["grad_global_norm"])
-    results.append(_close("grad_global_norm", global_norm, data["grad_global_norm"], 0.0, GLOBAL_NORM_REL * ref_global))
+    results.append(close_comparison("grad_global_norm", global_norm, data["grad_global_norm"], 0.0,
+                                    GLOBAL_NORM_REL * ref_global))
     for name in data["grad_full_names"]:
         name = str(name)
         ours = to_ours(name)
@@ -310,7 +303,8 @@ def run_train_parity(path: str, config_name: str | None = None, threads: int | N
     for p in model.parameters():
         if p.grad is not None:
             p.grad.div_(coef)
-    results.append(_close("clip_coef", coef, data["clip_coef"], 0.0, GLOBAL_NORM_REL * float(data["clip_coef"])))
+    results.append(close_comparison("clip_coef", coef, data["clip_coef"], 0.0,
+                                    GLOBAL_NORM_REL * float(data["clip_coef"])))
     results += compare_outputs(data, outputs, matches)
     results += compare_tracked_references(data, rec, config.dec_layers)
     with torch.no_grad():

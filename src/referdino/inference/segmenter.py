@@ -47,6 +47,7 @@ class Segmenter:
         if announce:
             print(describe(self.dtype, self.dtype_reason))
         self.model = cast_model(model.to(self.device), self.dtype).eval()
+        self._sam2: tuple[Any, Any] | None = None  #: (checkpoint folder, loaded SAM2 runner) of the latest refine
 
     @classmethod
     def from_pretrained(
@@ -65,12 +66,10 @@ class Segmenter:
         kept (the latest one only) for later calls."""
         from ..refine.sam2 import Sam2VideoRunner
 
-        cached = getattr(self, "_sam2", None)
-        if cached is None or cached[0] != refinement.folder:
-            cached = (refinement.folder, Sam2VideoRunner.from_pretrained(refinement.folder, device=self.device,
-                                                                          dtype=self.dtype))
-            self._sam2 = cached
-        return cached[1]
+        if self._sam2 is None or self._sam2[0] != refinement.folder:
+            runner = Sam2VideoRunner.from_pretrained(refinement.folder, device=self.device, dtype=self.dtype)
+            self._sam2 = (refinement.folder, runner)
+        return self._sam2[1]
 
     # ------------------------------------------------------------------------------------------- frames
     @staticmethod

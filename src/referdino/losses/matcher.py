@@ -142,8 +142,12 @@ class SequenceMatcher(nn.Module):
             logits, boxes, masks,
             target_boxes=target_boxes, valid=valid, target_masks=target_masks, padding=padding,
         )
+        return self.combine(terms, logits.new_zeros(logits.shape[0], logits.shape[2]))
+
+    def combine(self, terms: dict[str, torch.Tensor], zero: torch.Tensor) -> torch.Tensor:
+        """The weighted sum of `costs` terms, `(B, Q)`, added to `zero` (a `(B, Q)` zero tensor)."""
         weights = self.weights
-        total = logits.new_zeros(logits.shape[0], logits.shape[2])
+        total = zero
         for name, value in terms.items():
             total = total + weights[name] * value
         return total

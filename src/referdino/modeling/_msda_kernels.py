@@ -53,11 +53,32 @@ def _level_point(shapes_ptr, loc_ptr, attn_ptr, k, l, qmask, ACC: tl.constexpr):
 
 
 @triton.jit
-def _corner(start, hl, wl, xc, yc, qmask):
-    """Validity and value-table row (pixel index of the level) of corner (xc, yc)."""
+def _corner(start, hl, wl, x0, y0, fx, fy, qmask, C: tl.constexpr):
+    """Corner C (0..3: x0/x0+1 by C % 2, y0/y0+1 by C // 2) of the bilinear cell: its validity, value-table row
+    (pixel index of the level) and bilinear weights along x and y."""
+    xc = x0 + C % 2
+    yc = y0 + C // 2
+    wx = fx if C % 2 == 1 else 1.0 - fx
+    wy = fy if C // 2 == 1 else 1.0 - fy
     valid = qmask & (xc >= 0) & (xc < wl) & (yc >= 0) & (yc < hl)
     pix = tl.where(valid, start + yc * wl + xc, 0).to(tl.int64)
-    return valid, pix
+    return valid, pix, wx, wy
+
+
+@triton.jit
+def _program_block(Q, HEADS: tl.constexpr, D: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's (batch, head), its block of queries and channels with their masks, and the (B, Q, heads)
+    row of every query in the block (grid: query blocks x batch*heads)."""
+    pid_q = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // HEADS
+    h = bh % HEADS
+    qs = pid_q * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    ds = tl.arange(0, BLOCK_D)
+    qmask = qs < Q
+    dmask = ds < D
+    row = (b * Q + qs).to(tl.int64) * HEADS + h
+    return b, h, qs, ds, qmask, dmask, row
 
 
 @triton.jit
@@ -67,15 +88,7 @@ def msda_fwd_kernel(
     HEADS: tl.constexpr, D: tl.constexpr, LEVELS: tl.constexpr, POINTS: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
 ):
-    pid_q = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // HEADS
-    h = bh % HEADS
-    qs = pid_q * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    ds = tl.arange(0, BLOCK_D)
-    qmask = qs < Q
-    dmask = ds < D
-    row = (b * Q + qs).to(tl.int64) * HEADS + h  # (B, Q, heads) row of every query in the block
+    b, h, qs, ds, qmask, dmask, row = _program_block(Q, HEADS, D, BLOCK_Q, BLOCK_D)
     vbase = value_ptr + b.to(tl.int64) * S * (HEADS * D) + h * D + ds[None, :]
     acc = tl.full((BLOCK_Q, BLOCK_D), 0.0, dtype=ACC)
     for l in range(LEVELS):
@@ -83,11 +96,7 @@ def msda_fwd_kernel(
             k = row * (LEVELS * POINTS) + (l * POINTS + p)
             start, hl, wl, wf, hf, a, x0, y0, fx, fy = _level_point(shapes_ptr, loc_ptr, attn_ptr, k, l, qmask, ACC)
             for c in tl.static_range(4):
-                cx = c % 2
-                cy = c // 2
-                wx = fx if cx == 1 else 1.0 - fx
-                wy = fy if cy == 1 else 1.0 - fy
-                valid, pix = _corner(start, hl, wl, x0 + cx, y0 + cy, qmask)
+                valid, pix, wx, wy = _corner(start, hl, wl, x0, y0, fx, fy, qmask, c)
                 v = tl.load(vbase + pix[:, None] * (HEADS * D), mask=valid[:, None] & dmask[None, :], other=0.0)
                 acc += (a * wx * wy)[:, None] * v.to(ACC)
     out_ptrs = out_ptr + row[:, None] * D + ds[None, :]
@@ -102,15 +111,7 @@ def msda_bwd_kernel(
     HEADS: tl.constexpr, D: tl.constexpr, LEVELS: tl.constexpr, POINTS: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr, VALUE_GRAD: tl.constexpr,
 ):
-    pid_q = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // HEADS
-    h = bh % HEADS
-    qs = pid_q * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    ds = tl.arange(0, BLOCK_D)
-    qmask = qs < Q
-    dmask = ds < D
-    row = (b * Q + qs).to(tl.int64) * HEADS + h
+    b, h, qs, ds, qmask, dmask, row = _program_block(Q, HEADS, D, BLOCK_Q, BLOCK_D)
     tile = qmask[:, None] & dmask[None, :]
     g = tl.load(grad_out_ptr + row[:, None] * D + ds[None, :], mask=tile, other=0.0).to(ACC)
     batch_head = b.to(tl.int64) * S * (HEADS * D) + h * D + ds[None, :]
@@ -124,22 +125,18 @@ def msda_bwd_kernel(
             gx = tl.full((BLOCK_Q,), 0.0, dtype=ACC)
             gy = tl.full((BLOCK_Q,), 0.0, dtype=ACC)
             for c in tl.static_range(4):
-                cx = c % 2
-                cy = c // 2
-                wx = fx if cx == 1 else 1.0 - fx
-                wy = fy if cy == 1 else 1.0 - fy
-                valid, pix = _corner(start, hl, wl, x0 + cx, y0 + cy, qmask)
+                valid, pix, wx, wy = _corner(start, hl, wl, x0, y0, fx, fy, qmask, c)
                 cmask = valid[:, None] & dmask[None, :]
                 offs = pix[:, None] * (HEADS * D)
                 v = tl.load(vbase + offs, mask=cmask, other=0.0).to(ACC)
                 dot = tl.reduce(g * v, 1, _SUM)
                 ga += wx * wy * dot
                 # d(wx)/dx = +1 for the x0 + 1 corner, -1 for x0; same in y
-                if cx == 1:
+                if c % 2 == 1:
                     gx += wy * dot
                 else:
                     gx -= wy * dot
-                if cy == 1:
+                if c // 2 == 1:
                     gy += wx * dot
                 else:
                     gy -= wx * dot

@@ -162,6 +162,22 @@ def _tl_dtype(dtype: torch.dtype) -> Any:
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+def _launch(kernel: Any, value: torch.Tensor, shapes: tuple[tuple[int, int], ...], locations: torch.Tensor,
+            weights: torch.Tensor, outputs: tuple[torch.Tensor, ...], **constexprs: Any) -> None:
+    """Launch a kernel of `_msda_kernels` over (query blocks, batch * heads) on the tensors' device; `outputs` are
+    the kernel's pointers after (value, shapes, locations, weights)."""
+    b, s, heads, dim = value.shape
+    q, levels, points = locations.shape[1], locations.shape[3], locations.shape[4]
+    block_q, block_d = _blocks(q, dim)
+    grid = (-(-q // block_q), b * heads)
+    with _on_device(value):
+        kernel[grid](
+            value, _shapes_tensor(shapes, value.device), locations, weights, *outputs, s, q,
+            HEADS=heads, D=dim, LEVELS=levels, POINTS=points, BLOCK_Q=block_q, BLOCK_D=block_d,
+            enable_fp_fusion=True, **constexprs,
+        )
+
+
 class MSDeformAttnFunction(torch.autograd.Function):
     """Autograd wrapper: forward and backward kernels; gradients for value, locations and attention weights."""
 
@@ -171,20 +187,12 @@ class MSDeformAttnFunction(torch.autograd.Function):
         value = value.contiguous()
         sampling_locations = sampling_locations.contiguous()
         attention_weights = attention_weights.contiguous()
-        b, s, heads, dim, q, levels, points = _check(value, shapes, sampling_locations, attention_weights)
+        b, _, heads, dim, q, _, _ = _check(value, shapes, sampling_locations, attention_weights)
         out_dtype = torch.promote_types(value.dtype, attention_weights.dtype)
         out = torch.empty(b, q, heads, dim, dtype=out_dtype, device=value.device)
         acc = _acc_dtype(value, sampling_locations, attention_weights)
         if out.numel():
-            fwd, _ = _kernels()
-            block_q, block_d = _blocks(q, dim)
-            grid = (-(-q // block_q), b * heads)
-            with _on_device(value):
-                fwd[grid](
-                    value, _shapes_tensor(shapes, value.device), sampling_locations, attention_weights, out,
-                    s, q, HEADS=heads, D=dim, LEVELS=levels, POINTS=points,
-                    BLOCK_Q=block_q, BLOCK_D=block_d, ACC=_tl_dtype(acc), enable_fp_fusion=True,
-                )
+            _launch(_kernels()[0], value, shapes, sampling_locations, attention_weights, (out,), ACC=_tl_dtype(acc))
         ctx.save_for_backward(value, sampling_locations, attention_weights)
         ctx.spatial_shapes = shapes
         return out.view(b, q, heads * dim)
@@ -194,8 +202,6 @@ class MSDeformAttnFunction(torch.autograd.Function):
     def backward(ctx, grad_out):  # type: ignore[override]
         value, sampling_locations, attention_weights = ctx.saved_tensors
         shapes = ctx.spatial_shapes
-        b, s, heads, dim = value.shape
-        _, q, _, levels, points, _ = sampling_locations.shape
         acc = _acc_dtype(value, sampling_locations, attention_weights)
         need_value = ctx.needs_input_grad[0]
         grad_out = grad_out.contiguous()
@@ -203,16 +209,9 @@ class MSDeformAttnFunction(torch.autograd.Function):
         grad_loc = torch.empty_like(sampling_locations)
         grad_attn = torch.empty_like(attention_weights)
         if grad_out.numel():
-            _, bwd = _kernels()
-            block_q, block_d = _blocks(q, dim)
-            grid = (-(-q // block_q), b * heads)
-            with _on_device(value):
-                bwd[grid](
-                    value, _shapes_tensor(shapes, value.device), sampling_locations, attention_weights, grad_out,
-                    grad_value if need_value else grad_loc, grad_loc, grad_attn,  # a placeholder pointer if unused
-                    s, q, HEADS=heads, D=dim, LEVELS=levels, POINTS=points,
-                    BLOCK_Q=block_q, BLOCK_D=block_d, ACC=_tl_dtype(acc), VALUE_GRAD=need_value, enable_fp_fusion=True,
-                )
+            grads = (grad_value if need_value else grad_loc, grad_loc, grad_attn)  # a placeholder pointer if unused
+            _launch(_kernels()[1], value, shapes, sampling_locations, attention_weights, (grad_out, *grads),
+                    ACC=_tl_dtype(acc), VALUE_GRAD=need_value)
         else:
             grad_loc.zero_()
             grad_attn.zero_()
