@@ -599,3 +599,22 @@ def test_build_dataset_names(tmp_path: Path) -> None:
         build_dataset("kinetics", tmp_path, "train")
     with pytest.raises(TypeError):
         build_dataset("ytvos", make_ytvos(tmp_path), "train", not_an_option=1)
+
+
+def test_light_augmentation_keeps_the_colours_that_captions_name():
+    """The official jitter's channel swap turns a yellow shape cyan or magenta; the synthetic recipe's "light"
+    augmentation leaves it out, so "the yellow square" stays yellow in every frame."""
+    from referdino.data.transforms import Clip, PhotometricDistort
+
+    yellow = torch.tensor([235.0, 205.0, 35.0]).view(3, 1, 1, 1).expand(3, 4, 8, 8).permute(1, 0, 2, 3).clone()
+    clip = Clip(yellow, torch.zeros(4, 8, 8, dtype=torch.bool), "the yellow square")
+
+    def darkest_channels(transform):
+        out = set()
+        for seed in range(100):
+            frames = transform(clip, random.Random(seed)).frames
+            out.update(frames.mean(dim=(2, 3)).argmin(dim=1).tolist())
+        return out
+
+    assert darkest_channels(PhotometricDistort(channel_swap=False)) == {2}  # blue stays the weakest: yellow
+    assert darkest_channels(PhotometricDistort()) != {2}  # the official jitter recolours it

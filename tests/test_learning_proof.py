@@ -7,8 +7,9 @@ from referdino.benchmarks.synthetic import main
 
 def test_learning_proof_pipeline_writes_results(tmp_path):
     out = tmp_path / "proof"
+    # --threads 2: the two video configurations train side by side in two processes of one thread each
     assert main(["--out", str(out), "--image-minutes", "0.02", "--minutes", "0.02", "--train-videos", "2",
-                 "--valid-videos", "3", "--no-progress"]) == 0
+                 "--valid-videos", "3", "--no-progress", "--threads", "2"]) == 0
     results = json.loads((out / "results.json").read_text())
     for key in ("jf_static", "jf_motion", "jf_motion_no_temporal", "jf_static_no_temporal"):
         assert 0.0 <= results[key] <= 1.0
@@ -27,12 +28,18 @@ def test_learning_proof_pipeline_writes_results(tmp_path):
     # the video phases started from the image phase (the no-temporal one without the temporal decoder)
     cfg = json.loads((out / "runs" / "no_temporal" / "train_config.json").read_text())
     assert cfg["init_weights"].endswith("model") and str(cfg["model_overrides"]["temporal_layers"]) == "0"
+    # the temporal configuration sees the order of frames; each side-by-side process had one thread
+    cfg = json.loads((out / "runs" / "temporal" / "train_config.json").read_text())
+    assert cfg["model_overrides"]["temporal_position"] == "time_box" and cfg["lr_drop_time"] == 0.75
+    for phase in ("temporal", "no_temporal"):
+        assert json.loads((out / "runs" / phase / "done.json").read_text())["threads"] == 1
+    assert results["temporal_position"] == "time_box"
 
 
 def test_learning_proof_resumes_without_redoing_finished_phases(tmp_path, capsys):
     out = tmp_path / "proof"
     args = ["--out", str(out), "--image-minutes", "0.01", "--minutes", "0.01", "--train-videos", "2",
-            "--valid-videos", "2", "--no-progress"]
+            "--valid-videos", "2", "--no-progress", "--sequential", "--temporal-position", "none"]
     assert main(args) == 0
     first = json.loads((out / "results.json").read_text())
     # a rerun without --resume is refused in one line; nothing is touched

@@ -153,3 +153,28 @@ def test_amp_values(world, tmp_path):
         _config(world, tmp_path, "amp=fp8")
     with pytest.raises(ValueError, match="CUDA"):
         Trainer(_config(world, tmp_path, "amp=fp16", "device=cpu"), progress=False)
+
+
+def test_lr_drops_once_the_time_fraction_is_spent(world, tmp_path):
+    trainer = Trainer(_config(world, tmp_path, "lr=1e-3", "warmup_steps=0", "max_minutes=10", "lr_drop_time=0.5",
+                              "lr_gamma=0.1"), progress=False)
+    trainer.state.seconds = 4 * 60.0  # an earlier run spent 4 of the 10 minutes: before the drop
+    assert trainer._lr_factor() == pytest.approx(1.0)
+    trainer.state.seconds = 5 * 60.0  # half the budget spent (counted over resumes): dropped
+    assert trainer._lr_factor() == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="max_minutes"):
+        resolve_train_config("synthetic_tiny", ["lr_drop_time=0.5"]).validate()
+
+
+def test_video_phase_starts_from_an_official_temporal_decoder(world, tmp_path):
+    """init_weights of a model without the motion encoding: everything loads, the encoding starts fresh."""
+    from referdino.modeling.referdino import ReferDino
+
+    official = Trainer(_config(world, tmp_path / "a"), progress=False).model
+    official.save_pretrained(tmp_path / "official")
+    trainer = Trainer(_config(world, tmp_path / "b", f"init_weights={tmp_path / 'official'}",
+                              "model.temporal_position=time_box"), progress=False)
+    assert trainer.model.temporal_decoder.motion is not None
+    for name, value in official.state_dict().items():
+        torch.testing.assert_close(trainer.model.state_dict()[name], value, msg=name)
+    assert isinstance(trainer.model, ReferDino)

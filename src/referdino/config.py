@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 PruningScore = Literal["official", "paper"]
 TrackerConfidence = Literal["official", "paper"]
+TemporalPosition = Literal["none", "time_box"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,9 @@ class ReferDinoConfig:
     query_decay: float = 0.5  #: kept fraction after each decoder layer (ceil); 1.0 disables pruning
     pruning_score: PruningScore = "official"  #: gate: official code ("official") or paper formula ("paper")
     temporal_layers: int = 3  #: blocks of the cross-modal temporal decoder (0 disables the enhancer)
+    #: temporal decoder input: "none" (official: no position, so blind to the order of frames) or "time_box"
+    #: (not official: each track's normalised time and tracked box are encoded into it; see MotionEncoding)
+    temporal_position: TemporalPosition = "none"
     tracking_alpha: float = 0.1  #: memory update rate of the tracker
     tracker_confidence: TrackerConfidence = "official"  #: min-max max-token logit, or paper's cosine
     mask_layers: int = 3  #: deformable mask-decoder layers
@@ -117,6 +121,8 @@ class ReferDinoConfig:
             errors.append(f"query_decay must be in (0, 1], got {self.query_decay}")
         if self.pruning_score not in ("official", "paper"):
             errors.append(f"pruning_score must be 'official' or 'paper', got {self.pruning_score!r}")
+        if self.temporal_position not in ("none", "time_box"):
+            errors.append(f"temporal_position must be 'none' or 'time_box', got {self.temporal_position!r}")
         if self.tracker_confidence not in ("official", "paper"):
             errors.append(f"tracker_confidence must be 'official' or 'paper', got {self.tracker_confidence!r}")
         if self.d_model % self.input_proj_groups:

@@ -176,11 +176,15 @@ class PhotometricDistort:
     saturation x U(.5, 1.5) (p=0.5), or the saturation first and the contrast after; then a random
     channel permutation (p=0.5). No hue jitter. Values are clamped to [0, 255] after each step, where
     upstream let uint8 conversion wrap around.
+
+    `channel_swap=False` leaves out the channel permutation: it turns a yellow square cyan or magenta (in
+    one frame of a clip and not the next), which contradicts any expression that names a colour.
     """
 
     def __init__(self, brightness: float = 32.0, contrast: tuple[float, float] = (0.5, 1.5),
-                 saturation: tuple[float, float] = (0.5, 1.5)) -> None:
+                 saturation: tuple[float, float] = (0.5, 1.5), channel_swap: bool = True) -> None:
         self.brightness, self.contrast, self.saturation = brightness, contrast, saturation
+        self.channel_swap = channel_swap
 
     def __call__(self, clip: Clip, rng: random.Random) -> Clip:
         return replace(clip, frames=torch.stack([self._distort(frame, rng) for frame in clip.frames]))
@@ -195,7 +199,7 @@ class PhotometricDistort:
             img = _scale_saturation(img, rng.uniform(*self.saturation))
         if not contrast_first:
             img = self._contrast(img, rng)
-        if rng.random() < 0.5:
+        if self.channel_swap and rng.random() < 0.5:
             img = img[list(_PERMUTATIONS[rng.randrange(len(_PERMUTATIONS))])]
         return img
 

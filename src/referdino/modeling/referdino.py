@@ -97,7 +97,9 @@ class ReferDino(nn.Module):
         self.query_selection = QuerySelection(d, c.num_queries)
         self.query_embed = nn.Embedding(c.num_queries, d)
         self.decoder = CrossModalityDecoder(c)
-        self.temporal_decoder = TemporalDecoder(d, c.num_heads, c.temporal_layers) if c.temporal_layers else None
+        self.temporal_decoder = (
+            TemporalDecoder(d, c.num_heads, c.temporal_layers, position=c.temporal_position) if c.temporal_layers else None
+        )
         self.pixel_decoder = PixelDecoder(d, chans[0], c.pixel_decoder_channels, c.mask_dim)
         self.mask_decoder = MaskDecoder(d, c.num_heads, c.mask_layers, c.mask_points, c.mask_ffn)
 
@@ -231,7 +233,7 @@ class ReferDino(nn.Module):
                 record["temporal_in_hs"] = hidden
                 record["temporal_in_sent"] = text[:, :, :1].expand(-1, -1, q, -1)
             if self.temporal_decoder is not None:
-                hidden = self.temporal_decoder(hidden, text[:, :, 0])
+                hidden = self.temporal_decoder(hidden, text[:, :, 0], reference)
             if record is not None:
                 record["temporal_out"] = hidden
         frame_text = text.flatten(0, 1)

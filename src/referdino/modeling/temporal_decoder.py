@@ -4,6 +4,11 @@ Each query track (one slot over T frames) attends over time; the per-frame sente
 [CLS] token) attends to the track through a transformer decoder layer and is added back:
     X <- LN(X + SelfAttn_time(X));  S <- DecoderLayer(S, memory=X);  X <- LN_i(X + S)
 No temporal position encoding. One set of weights, shared by every decoder layer in training.
+
+`position="time_box"` (not official, off by default) adds a motion encoding first: without it the decoder is
+equivariant to any reordering of the frames, so a track played forwards and the same track played backwards
+get the same mean score and "moving to the left" cannot be told from "moving to the right" (see
+`MotionEncoding`).
 """
 
 from __future__ import annotations
@@ -30,13 +35,44 @@ class TemporalBlock(nn.Module):
         return self.out_norm(tracks + sentence), sentence
 
 
+class MotionEncoding(nn.Module):
+    """Where a track is and when: per frame, the normalised time tau = t / (T - 1) - 1/2, the tracked box
+    (cx, cy, w, h), its offset from the track's mean box and that offset times tau (whose sign is the direction
+    of travel), through a two-layer MLP into the track's features. The last layer starts at zero, so a trained
+    official decoder starts from its own behaviour."""
+
+    FEATURES = 13
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(self.FEATURES, d_model), nn.ReLU(), nn.Linear(d_model, d_model))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, boxes: torch.Tensor) -> torch.Tensor:
+        """boxes (B, T, Q, 4) tracked boxes -> (B, T, Q, C)."""
+        t = boxes.shape[1]
+        boxes = boxes.detach().float()
+        tau = torch.linspace(-0.5, 0.5, t, device=boxes.device) if t > 1 else boxes.new_zeros(1)
+        tau = tau.view(1, t, 1, 1).expand(*boxes.shape[:3], 1)
+        offset = 10.0 * (boxes - boxes.mean(dim=1, keepdim=True))  # box units of ~0.1 -> ~1
+        features = torch.cat([tau, boxes, offset, offset * tau], dim=-1)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))
+
+
 class TemporalDecoder(nn.Module):
-    def __init__(self, d_model: int, num_heads: int, num_layers: int, ffn: int = 2048) -> None:
+    def __init__(self, d_model: int, num_heads: int, num_layers: int, ffn: int = 2048, position: str = "none") -> None:
         super().__init__()
         self.blocks = nn.ModuleList(TemporalBlock(d_model, num_heads, ffn) for _ in range(num_layers))
+        self.motion = MotionEncoding(d_model) if position == "time_box" else None
 
-    def forward(self, queries: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
-        """queries (B, T, Q, C) aligned tracks; sentence (B, T, C) per-frame [CLS] -> (B, T, Q, C)."""
+    def forward(self, queries: torch.Tensor, sentence: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """queries (B, T, Q, C) aligned tracks; sentence (B, T, C) per-frame [CLS]; boxes (B, T, Q, 4) the
+        tracked boxes (used by position="time_box") -> (B, T, Q, C)."""
+        if self.motion is not None:
+            if boxes is None:
+                raise ValueError("the time_box temporal position needs the tracked boxes")
+            queries = queries + self.motion(boxes)
         b, t, q, c = queries.shape
         tracks = queries.permute(0, 2, 1, 3).reshape(b * q, t, c)
         sent = sentence[:, None].expand(b, q, t, c).reshape(b * q, t, c)

@@ -37,7 +37,9 @@ class TrainConfig:
     split: str = "train"
     num_frames: int = 6  #: frames per training clip (1 for image datasets)
     sampling_step: int = 0  #: MeViS anchor step in frames (0: the dataset's default)
-    augment: Literal["official", "light"] = "official"  #: official resize/crop/flip/colour, or flip/colour only
+    #: official resize/crop/flip/colour jitter, or "light": flip and a colour jitter that keeps every colour's hue
+    #: (no channel swap, which would turn the "yellow square" of a caption cyan)
+    augment: Literal["official", "light"] = "official"
     reverse_prob: float = 0.3  #: probability of playing a training clip backwards (official 0.3)
     init_weights: str = ""  #: folder written by `referdino convert` / save_pretrained to start from
     freeze: Literal["official", "none"] = "official"  #: official trainable set, or train everything
@@ -48,6 +50,9 @@ class TrainConfig:
     epochs: int = 10
     lr_drop: tuple[int, ...] = (8,)  #: epochs after which the lr is multiplied by lr_gamma
     lr_gamma: float = 0.1
+    #: with max_minutes: multiply the lr by lr_gamma once this fraction of the time budget is spent (0: off).
+    #: A time-budgeted run cannot know its step count in advance; its drop is placed on the clock instead.
+    lr_drop_time: float = 0.0
     warmup_steps: int = 0  #: linear lr warm-up over the first N optimizer steps (0: none, as the official recipe)
     clip_max_norm: float = 0.1  #: gradient-norm clipping (0 disables)
     batch_size: int = 1  #: clips per process
@@ -79,6 +84,10 @@ class TrainConfig:
             problems.append("batch_size must be >= 1")
         if self.epochs < 1:
             problems.append("epochs must be >= 1")
+        if not 0.0 <= self.lr_drop_time < 1.0:
+            problems.append("lr_drop_time must be in [0, 1) (a fraction of max_minutes)")
+        if self.lr_drop_time and not self.max_minutes:
+            problems.append("lr_drop_time needs max_minutes (it is a fraction of the time budget)")
         if self.warmup_steps < 0:
             problems.append("warmup_steps must be >= 0")
         if self.freeze not in ("official", "none"):

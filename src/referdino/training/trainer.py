@@ -154,7 +154,9 @@ class Trainer:
         self.criterion = Criterion(get_loss_preset(config.losses))
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.lr = config.effective_lr(self.dist.world_size)
-        self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=config.weight_decay)
+        # foreach: one multi-tensor update (torch picks the per-tensor loop on CPUs by default; in a cProfile of
+        # 30 synthetic_tiny steps that loop took 22 ms of a 271 ms step)
+        self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=config.weight_decay, foreach=True)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=list(config.lr_drop), gamma=config.lr_gamma
         )
@@ -181,7 +183,8 @@ class Trainer:
         if c.augment == "light":
             from ..data.transforms import Compose, Normalize, PhotometricDistort, RandomHorizontalFlip
 
-            options["transform"] = Compose([RandomHorizontalFlip(), PhotometricDistort(), Normalize()])
+            # no channel swap: the official jitter's channel permutation recolours the shapes the captions name
+            options["transform"] = Compose([RandomHorizontalFlip(), PhotometricDistort(channel_swap=False), Normalize()])
         # the official collator pads every batch to a multiple of 32 (and the model masks the padding)
         return build_dataset(c.dataset, c.data_root, c.split, **options), partial(collate_clips, size_divisibility=32)
 
@@ -199,10 +202,13 @@ class Trainer:
         theirs = cfg.with_merged_lora(False)
         allow_missing: list[str] = ["*.lora_A", "*.lora_B"]  # folded LoRA loads into the base weights
         allow_unexpected: list[str] = []
-        if theirs != ours and replace(theirs, temporal_layers=ours.temporal_layers) == ours:
-            (allow_missing if ours.temporal_layers else allow_unexpected).append("temporal_decoder.*")
-            logger.info("init weights %s: temporal decoder %d -> %d layers (%s)", path, theirs.temporal_layers,
-                        ours.temporal_layers, "fresh" if ours.temporal_layers else "dropped")
+        temporal = {"temporal_layers": ours.temporal_layers, "temporal_position": ours.temporal_position}
+        if theirs != ours and replace(theirs, **temporal) == ours:
+            # what the other temporal decoder lacks starts fresh; what ours lacks is dropped
+            allow_missing.append("temporal_decoder.*")
+            allow_unexpected.append("temporal_decoder.*")
+            logger.info("init weights %s: temporal decoder %d layers/%s -> %d layers/%s", path, theirs.temporal_layers,
+                        theirs.temporal_position, ours.temporal_layers, ours.temporal_position)
         elif theirs != ours:
             raise CheckpointError(f"{path} was made for another model configuration than {self.config.model}")
         state = read_safetensors(Path(path) / "model.safetensors")
@@ -275,7 +281,8 @@ class Trainer:
             raise FloatingPointError(f"loss is {loss.item()} at step {self.state.global_step}; lower the lr")
         self.optimizer.zero_grad(set_to_none=True)
         backward_and_clip(loss, self.model, self.config.clip_max_norm, self.scaler, self.optimizer)
-        warm = self._warmup_factor()
+        warm = self._lr_factor()
+        self._step_lr = self.optimizer.param_groups[0]["lr"] * warm  # what this step uses (logged)
         scheduled = [group["lr"] for group in self.optimizer.param_groups]
         for group in self.optimizer.param_groups:
             group["lr"] *= warm
@@ -285,9 +292,14 @@ class Trainer:
         self.scaler.update()
         return {k: all_reduce_mean(v.detach().float()).item() for k, v in losses.items()}
 
-    def _warmup_factor(self) -> float:
-        n = self.config.warmup_steps
-        return min(1.0, (self.state.global_step + 1) / n) if n else 1.0
+    def _lr_factor(self) -> float:
+        """The step's lr factor on top of the epoch schedule: the linear warm-up, and lr_gamma once the
+        lr_drop_time fraction of max_minutes is spent (counted over resumes)."""
+        c = self.config
+        factor = min(1.0, (self.state.global_step + 1) / c.warmup_steps) if c.warmup_steps else 1.0
+        if c.lr_drop_time and (self.state.seconds + self._elapsed()) / 60 >= c.lr_drop_time * c.max_minutes:
+            factor *= c.lr_gamma
+        return factor
 
     # ------------------------------------------------------------------ loop
     def _loader(self) -> DataLoader:
@@ -353,7 +365,7 @@ class Trainer:
             losses = self.train_step(batch)
             self.state.step_in_epoch += 1
             self.state.global_step += 1
-            row = {"step": self.state.global_step, "epoch": self.state.epoch, "lr": self.optimizer.param_groups[0]["lr"],
+            row = {"step": self.state.global_step, "epoch": self.state.epoch, "lr": self._step_lr,
                    **losses}
             self.state.history.append({k: float(v) for k, v in row.items()})
             if self.dist.is_main and (self.state.global_step % c.log_every == 0):
