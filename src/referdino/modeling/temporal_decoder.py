@@ -14,6 +14,7 @@ get the same mean score and "moving to the left" cannot be told from "moving to 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -57,7 +58,10 @@ class MotionEncoding(nn.Module):
         tau = tau.view(1, t, 1, 1).expand(*boxes.shape[:3], 1)
         offset = 10.0 * (boxes - boxes.mean(dim=1, keepdim=True))  # box units of ~0.1 -> ~1
         features = torch.cat([tau, boxes, offset, offset * tau], dim=-1)
-        return self.mlp(features.to(self.mlp[0].weight.dtype))
+        # a float32 island (see referdino.precision): box offsets of a few pixels do not survive bf16 rounding
+        first, last = self.mlp[0], self.mlp[2]
+        hidden = torch.relu(F.linear(features, first.weight.float(), first.bias.float()))
+        return F.linear(hidden, last.weight.float(), last.bias.float())
 
 
 class TemporalDecoder(nn.Module):
@@ -72,7 +76,7 @@ class TemporalDecoder(nn.Module):
         if self.motion is not None:
             if boxes is None:
                 raise ValueError("the time_box temporal position needs the tracked boxes")
-            queries = queries + self.motion(boxes)
+            queries = queries + self.motion(boxes).to(queries.dtype)
         b, t, q, c = queries.shape
         tracks = queries.permute(0, 2, 1, 3).reshape(b * q, t, c)
         sent = sentence[:, None].expand(b, q, t, c).reshape(b * q, t, c)
