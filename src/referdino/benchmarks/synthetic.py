@@ -34,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..synth.io import write_json
 from ..weights import atomic_write_bytes
 
 
@@ -50,7 +51,7 @@ def _train(world: Path, out: Path, minutes: float, extra: list[str], progress: b
     if last.is_file():  # an interrupted benchmark continues where it stopped (--resume)
         trainer.resume(last)
     state = trainer.fit()
-    return trainer, state, (state.seconds + trainer._elapsed()) / 60  # minutes over all resumes
+    return trainer, state, trainer.seconds_spent() / 60  # minutes over all resumes
 
 
 def _evaluate(model, world: Path) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -164,7 +165,7 @@ def replot(out: Path) -> Path:
 
 
 def _video_phase(out: Path, world: Path, name: str, overrides: list[str], minutes: float, threads: int,
-                 progress: bool) -> dict:
+                 progress: bool) -> None:
     """Train one video configuration (resuming its checkpoint if any), evaluate it, write runs/NAME/done.json."""
     import torch
 
@@ -173,8 +174,7 @@ def _video_phase(out: Path, world: Path, name: str, overrides: list[str], minute
     trainer, state, spent = _train(world, out / "runs" / name, minutes, overrides, progress)
     record = {"minutes": spent, "steps": state.global_step, "curve": [row["loss"] for row in state.history],
               "scores": _evaluate(trainer.model, world), "threads": torch.get_num_threads()}
-    atomic_write_bytes(out / "runs" / name / "done.json", lambda p: Path(p).write_text(json.dumps(record)))
-    return record
+    write_json(out / "runs" / name / "done.json", record)
 
 
 def _last_step(run: Path) -> int:
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         image_steps, image_curve = state.global_step, [row["loss"] for row in state.history]
         export_checkpoint(str(image_dir / "checkpoints" / "last.pt"), str(image_model))
         record = {"minutes": image_minutes, "steps": image_steps, "curve": image_curve}
-        atomic_write_bytes(done, lambda p: Path(p).write_text(json.dumps(record)))
+        write_json(done, record)
         del trainer
         print(f"image phase: {image_steps} steps in {image_minutes:.1f} min", flush=True)
     video = [*([f"init_weights={image_model}"] if args.image_minutes > 0 else []), "lr=5e-4", "warmup_steps=100",
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     results["image_steps"] = image_steps
     results["command"] = "python -m referdino.benchmarks.synthetic " + " ".join(argv if argv is not None else sys.argv[1:])
     results["torch_threads"] = torch.get_num_threads()
-    atomic_write_bytes(out / "results.json", lambda p: Path(p).write_text(json.dumps(results, indent=2)))
+    write_json(out / "results.json", results)
     curves = {"image": image_curve, **curves}  # per-step losses; the video phases start after image_steps
     atomic_write_bytes(out / "loss_curves.json", lambda p: Path(p).write_text(json.dumps(curves)))
     plot_learning_curves(out / "learning_curves.png", results, curves)

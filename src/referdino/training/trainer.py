@@ -169,6 +169,7 @@ class Trainer:
         self.collate_fn = collate_fn
         self.state = TrainState()
         self._csv_path = self.out_dir / "log.csv"
+        self._step_lr = self.lr  # the lr the last step used, warm-up and time drop included (logged)
         self._tb = None
 
     # ------------------------------------------------------------------ setup helpers
@@ -227,7 +228,7 @@ class Trainer:
             "step_in_epoch": self.state.step_in_epoch,
             "global_step": self.state.global_step,
             "history": self.state.history,
-            "seconds": self.state.seconds + self._elapsed(),
+            "seconds": self.seconds_spent(),
             "train_config": self.config.to_json(),
             "model_config": self.model_config.to_json(),
         }
@@ -282,7 +283,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         backward_and_clip(loss, self.model, self.config.clip_max_norm, self.scaler, self.optimizer)
         warm = self._lr_factor()
-        self._step_lr = self.optimizer.param_groups[0]["lr"] * warm  # what this step uses (logged)
+        self._step_lr = self.optimizer.param_groups[0]["lr"] * warm
         scheduled = [group["lr"] for group in self.optimizer.param_groups]
         for group in self.optimizer.param_groups:
             group["lr"] *= warm
@@ -297,7 +298,7 @@ class Trainer:
         lr_drop_time fraction of max_minutes is spent (counted over resumes)."""
         c = self.config
         factor = min(1.0, (self.state.global_step + 1) / c.warmup_steps) if c.warmup_steps else 1.0
-        if c.lr_drop_time and (self.state.seconds + self._elapsed()) / 60 >= c.lr_drop_time * c.max_minutes:
+        if c.lr_drop_time and self.seconds_spent() / 60 >= c.lr_drop_time * c.max_minutes:
             factor *= c.lr_gamma
         return factor
 
@@ -318,11 +319,15 @@ class Trainer:
         if not c.max_minutes:
             return False
         # every rank must stop at the same step: rank 0's clock decides; a resumed run counts its earlier time
-        late = torch.tensor(float((self.state.seconds + self._elapsed()) / 60 >= c.max_minutes))
+        late = torch.tensor(float(self.seconds_spent() / 60 >= c.max_minutes))
         if self.dist.enabled:
             late = late.to(self.device)
             torch.distributed.broadcast(late, src=0)
         return bool(late.item())
+
+    def seconds_spent(self) -> float:
+        """Training time of this run and of the earlier runs it resumed (what `max_minutes` counts)."""
+        return self.state.seconds + self._elapsed()
 
     def _elapsed(self) -> float:
         """Seconds since this process's `fit` started (0 before it)."""
