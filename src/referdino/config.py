@@ -15,6 +15,7 @@ from typing import Any, Literal
 PruningScore = Literal["official", "paper"]
 TrackerConfidence = Literal["official", "paper"]
 TemporalPosition = Literal["none", "time_box"]
+TokenReduce = Literal["max", "mean"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,11 @@ class ReferDinoConfig:
     #: temporal decoder input: "none" (official: no position, so blind to the order of frames) or "time_box"
     #: (not official: each track's normalised time and tracked box are encoded into it; see MotionEncoding)
     temporal_position: TemporalPosition = "none"
+    #: how the referring logit reduces the query-token dot products: "max" over tokens (official, GroundingDINO's
+    #: class head) or "mean" over the real tokens (not official; a sum of word matches can express "red AND
+    #: square", a max cannot without contextual tokens). Used by the class heads, the encoder's top-k and the
+    #: pruning gate; the tracker's confidence keeps the official max.
+    class_token_reduce: TokenReduce = "max"
     tracking_alpha: float = 0.1  #: memory update rate of the tracker
     tracker_confidence: TrackerConfidence = "official"  #: min-max max-token logit, or paper's cosine
     mask_layers: int = 3  #: deformable mask-decoder layers
@@ -123,6 +129,8 @@ class ReferDinoConfig:
             errors.append(f"pruning_score must be 'official' or 'paper', got {self.pruning_score!r}")
         if self.temporal_position not in ("none", "time_box"):
             errors.append(f"temporal_position must be 'none' or 'time_box', got {self.temporal_position!r}")
+        if self.class_token_reduce not in ("max", "mean"):
+            errors.append(f"class_token_reduce must be 'max' or 'mean', got {self.class_token_reduce!r}")
         if self.tracker_confidence not in ("official", "paper"):
             errors.append(f"tracker_confidence must be 'official' or 'paper', got {self.tracker_confidence!r}")
         if self.d_model % self.input_proj_groups:

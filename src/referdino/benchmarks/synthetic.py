@@ -238,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m referdino.benchmarks.synthetic", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--image-minutes", type=float, default=20.0, help="image-phase training time (shared)")
-    parser.add_argument("--minutes", type=float, default=30.0, help="video-phase training time per configuration")
+    parser.add_argument("--image-minutes", type=float, default=24.0, help="image-phase training time (shared)")
+    parser.add_argument("--minutes", type=float, default=36.0, help="video-phase training time per configuration")
     parser.add_argument("--lr-drop-time", type=float, default=0.75,
                         help="in each phase, the lr drops 10x once this fraction of its time is spent (0: never)")
     parser.add_argument("--train-videos", type=int, default=1000)

@@ -103,7 +103,7 @@ class CrossModalityDecoder(nn.Module):
         self.bbox_embed = MLP(c.d_model, c.d_model, 4, 3)  # shared by all layers and the final heads
         nn.init.constant_(self.bbox_embed.layers[-1].weight, 0.0)
         nn.init.constant_(self.bbox_embed.layers[-1].bias, 0.0)
-        self.pruner = QueryPruner(c.query_decay, c.pruning_score)
+        self.pruner = QueryPruner(c.query_decay, c.pruning_score, c.class_token_reduce)
         self.d_model = c.d_model
 
     def query_pos(self, boxes: torch.Tensor) -> torch.Tensor:

@@ -42,9 +42,20 @@ def token_similarity(queries: torch.Tensor, text: torch.Tensor, text_mask: torch
     return sim
 
 
-def contrastive_logit(queries: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None) -> torch.Tensor:
-    """GroundingDINO's class head reduced to one referring logit: max over text tokens. -> (B, Q)."""
-    return token_similarity(queries, text, text_mask).max(dim=-1).values
+def contrastive_logit(
+    queries: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None, reduce: str = "max"
+) -> torch.Tensor:
+    """GroundingDINO's class head reduced to one referring logit -> (B, Q).
+
+    ``reduce="max"`` (official): the largest query-token dot product. ``"mean"``: the mean over the real tokens.
+    """
+    if reduce == "max":
+        return token_similarity(queries, text, text_mask).max(dim=-1).values
+    sim = queries @ text.transpose(-1, -2)
+    if text_mask is None:
+        return sim.mean(dim=-1)
+    weights = text_mask[:, None, :].to(sim.dtype)
+    return (sim * weights).sum(dim=-1) / weights.sum(dim=-1).clamp(min=1.0)
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:

@@ -20,10 +20,11 @@ from .heads import contrastive_logit
 
 
 class QueryPruner(nn.Module):
-    def __init__(self, decay: float, score: str = "official") -> None:
+    def __init__(self, decay: float, score: str = "official", token_reduce: str = "max") -> None:
         super().__init__()
         self.decay = decay
         self.score = score
+        self.token_reduce = token_reduce
 
     @property
     def enabled(self) -> bool:
@@ -47,7 +48,7 @@ class QueryPruner(nn.Module):
         eye = torch.eye(x.shape[1], dtype=torch.bool, device=x.device)
         received = self_weights.masked_fill(eye, 0.0).sum(dim=1)  # column sums: attention received
         if self.score == "official":
-            return (contrastive_logit(x, text, text_mask).softmax(-1) + received.softmax(-1)) / 2
+            return (contrastive_logit(x, text, text_mask, self.token_reduce).softmax(-1) + received.softmax(-1)) / 2
         assert text_weights is not None
         return received / (x.shape[1] - 1) + text_weights.max(dim=-1).values
 

@@ -54,9 +54,10 @@ def anchor_proposals(
 class QuerySelection(nn.Module):
     """Keys: `enc_output`, `enc_output_norm`, `enc_out_bbox_embed`."""
 
-    def __init__(self, d_model: int, num_queries: int) -> None:
+    def __init__(self, d_model: int, num_queries: int, token_reduce: str = "max") -> None:
         super().__init__()
         self.num_queries = num_queries
+        self.token_reduce = token_reduce
         self.enc_output = nn.Linear(d_model, d_model)
         self.enc_output_norm = nn.LayerNorm(d_model)
         self.enc_out_bbox_embed = MLP(d_model, d_model, 4, 3)
@@ -75,7 +76,7 @@ class QuerySelection(nn.Module):
         features = self.enc_output_norm(self.enc_output(memory.masked_fill(~valid[..., None], 0.0)))
         # the scores rank ~20k tokens for the top-k: float32 (bf16 rounding would make ties); boxes live in
         # inverse-sigmoid space and stay float32 (the anchors are float32)
-        scores = contrastive_logit(features.float(), text.float(), text_mask)
+        scores = contrastive_logit(features.float(), text.float(), text_mask, self.token_reduce)
         boxes = self.enc_out_bbox_embed(features) + anchor_logits
         if forced_indices is not None:
             indices = forced_indices.to(memory.device)

@@ -94,7 +94,7 @@ class ReferDino(nn.Module):
         )
         self.level_embed = nn.Parameter(torch.randn(c.num_feature_levels, d) * 0.02)
         self.encoder = FeatureEnhancer(c)
-        self.query_selection = QuerySelection(d, c.num_queries)
+        self.query_selection = QuerySelection(d, c.num_queries, c.class_token_reduce)
         self.query_embed = nn.Embedding(c.num_queries, d)
         self.decoder = CrossModalityDecoder(c)
         self.temporal_decoder = (
@@ -194,7 +194,7 @@ class ReferDino(nn.Module):
             maps,
             stages[0],
             layers,
-            contrastive_logit(proposals.features.float(), enhanced.float(), text_mask),
+            contrastive_logit(proposals.features.float(), enhanced.float(), text_mask, self.config.class_token_reduce),
             proposals.boxes_unsigmoid.sigmoid(),
             proposals.features,
             proposals.anchors,
@@ -242,7 +242,7 @@ class ReferDino(nn.Module):
         flat_ref = reference.flatten(0, 1)
         # predictions are float32 whatever the model's dtype: the logits choose the referred query, the boxes are
         # refined in inverse-sigmoid space on float32 references, the mask logits are upsampled and thresholded
-        logits = contrastive_logit(flat_hidden.float(), frame_text.float(), frame_mask)
+        logits = contrastive_logit(flat_hidden.float(), frame_text.float(), frame_mask, self.config.class_token_reduce)
         boxes = (self.decoder.bbox_embed(flat_hidden) + inverse_sigmoid(flat_ref)).sigmoid()
         masks = None
         if pixel_features is not None:
