@@ -1,7 +1,7 @@
 """The learning proof: train ReferDINO from scratch on the synthetic world, on a CPU, and show it learns,
 including the motion-only expressions that need the temporal enhancer.
 
-    python -m referdino.benchmarks.synthetic --out DIR [--image-minutes 20] [--minutes 30]
+    python -m referdino.benchmarks.synthetic --out DIR [--image-minutes 24] [--minutes 36]
         [--train-videos 1000] [--valid-videos 20] [--temporal-position time_box|none] [--resume]
     python -m referdino.benchmarks.synthetic --out DIR --plot-only
 
@@ -13,7 +13,7 @@ The recipe follows the official one (image pretraining on RefCOCO, then video tr
    last quarter: 4-frame clips with the tracker and the temporal decoder ("temporal"), and the same with the
    temporal decoder switched off ("no_temporal"). The two run side by side, one process and half the threads
    each (the tiny model does not keep two threads busy), unless --sequential.
-Each configuration's training time is image + video minutes (20 + 30 = 50 by default). The temporal
+Each configuration's training time is image + video minutes (24 + 36 = 60 by default). The temporal
 configuration's decoder sees the order of frames (`--temporal-position time_box`, not official): the official
 decoder is blind to it, so it cannot tell "moving to the left" from "moving to the right" (see
 referdino.modeling.temporal_decoder). Starting the video phase from random weights does not work: the tracker

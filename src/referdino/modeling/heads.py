@@ -51,7 +51,7 @@ def contrastive_logit(
     """
     if reduce == "max":
         return token_similarity(queries, text, text_mask).max(dim=-1).values
-    sim = queries @ text.transpose(-1, -2)
+    sim = token_similarity(queries, text, None)
     if text_mask is None:
         return sim.mean(dim=-1)
     weights = text_mask[:, None, :].to(sim.dtype)
