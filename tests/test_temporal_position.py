@@ -57,3 +57,26 @@ def test_time_box_needs_the_boxes_and_a_known_name():
         decoder(tracks, sentence)
     with pytest.raises(ValueError, match="temporal_position"):
         replace(get_preset("tiny"), temporal_position="sine").validate()
+
+
+def test_temporal_sentence_tokens_carries_the_words():
+    """model.temporal_sentence: the official [CLS] row never attends to the words (sub-sentence mask), so two
+    sentences that differ only by their motion word give the temporal decoder the same sentence feature;
+    "tokens" (the mean of the real enhanced text tokens) differs between them."""
+    from referdino.config import get_preset
+    from referdino.modeling.referdino import ReferDino
+    from referdino.processing.text import tokenize
+
+    torch.manual_seed(0)
+    video = torch.randn(1, 3, 3, 64, 96).expand(2, -1, -1, -1, -1)
+    captions = tokenize(["the square moving to the left", "the square moving to the right"])
+    feats = {}
+    for mode in ("cls", "tokens"):
+        torch.manual_seed(1)
+        model = ReferDino(get_preset("tiny").replace(temporal_sentence=mode)).eval()
+        record: dict = {}
+        with torch.no_grad():
+            model(video, captions, record=record)
+        feats[mode] = record["temporal_in_sent"]
+    torch.testing.assert_close(feats["cls"][0], feats["cls"][1])
+    assert (feats["tokens"][0] - feats["tokens"][1]).abs().max() > 1e-3

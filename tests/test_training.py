@@ -178,3 +178,18 @@ def test_video_phase_starts_from_an_official_temporal_decoder(world, tmp_path):
     for name, value in official.state_dict().items():
         torch.testing.assert_close(trainer.model.state_dict()[name], value, msg=name)
     assert isinstance(trainer.model, ReferDino)
+
+
+def test_init_weights_ignores_options_without_weights(world, tmp_path):
+    """A model folder trained with another tracker setting initialises a run (the tracker has no weights);
+    another architecture is still refused."""
+    source = Trainer(_config(world, tmp_path / "a", "model.tracker_box_cost=0"), progress=False).model
+    source.save_pretrained(tmp_path / "source")
+    trainer = Trainer(_config(world, tmp_path / "b", f"init_weights={tmp_path / 'source'}",
+                              "model.tracker_box_cost=5", "model.tracking_alpha=0.2"), progress=False)
+    assert trainer.model.config.tracker_box_cost == 5.0 and trainer.model.config.tracking_alpha == 0.2
+    for name, value in source.state_dict().items():
+        torch.testing.assert_close(trainer.model.state_dict()[name], value, msg=name)
+    with pytest.raises(Exception, match="another model configuration"):
+        Trainer(_config(world, tmp_path / "c", f"init_weights={tmp_path / 'source'}", "model.mask_layers=1"),
+                progress=False)

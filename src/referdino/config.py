@@ -16,6 +16,7 @@ PruningScore = Literal["official", "paper"]
 TrackerConfidence = Literal["official", "paper"]
 TemporalPosition = Literal["none", "time_box"]
 TokenReduce = Literal["max", "mean"]
+TemporalSentence = Literal["cls", "tokens"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,10 @@ class ReferDinoConfig:
     #: temporal decoder input: "none" (official: no position, so blind to the order of frames) or "time_box"
     #: (not official: each track's normalised time and tracked box are encoded into it; see MotionEncoding)
     temporal_position: TemporalPosition = "none"
+    #: the temporal decoder's per-frame sentence feature: "cls", the enhanced [CLS] row (official; under the
+    #: sub-sentence mask [CLS] never attends to the words, so the decoder does not know what was said), or
+    #: "tokens", the mean of the real enhanced text tokens (not official: it carries the words). No weights.
+    temporal_sentence: TemporalSentence = "cls"
     #: how the referring logit reduces the query-token dot products: "max" over tokens (official, GroundingDINO's
     #: class head) or "mean" over the real tokens (not official; a sum of word matches can express "red AND
     #: square", a max cannot without contextual tokens). Used by the class heads, the encoder's top-k and the
@@ -105,6 +110,9 @@ class ReferDinoConfig:
     class_token_reduce: TokenReduce = "max"
     tracking_alpha: float = 0.1  #: memory update rate of the tracker
     tracker_confidence: TrackerConfidence = "official"  #: min-max max-token logit, or paper's cosine
+    #: weight of the L1 distance between a slot's last box and a query's box in the tracker's matching cost
+    #: (0: official, appearance only; > 0 keeps look-alike objects apart, see referdino.modeling.tracker)
+    tracker_box_cost: float = 0.0
     mask_layers: int = 3  #: deformable mask-decoder layers
     mask_points: int = 16  #: sampling points of the mask decoder
     mask_ffn: int = 1024  #: FFN width of the mask decoder
@@ -129,10 +137,14 @@ class ReferDinoConfig:
             errors.append(f"pruning_score must be 'official' or 'paper', got {self.pruning_score!r}")
         if self.temporal_position not in ("none", "time_box"):
             errors.append(f"temporal_position must be 'none' or 'time_box', got {self.temporal_position!r}")
+        if self.temporal_sentence not in ("cls", "tokens"):
+            errors.append(f"temporal_sentence must be 'cls' or 'tokens', got {self.temporal_sentence!r}")
         if self.class_token_reduce not in ("max", "mean"):
             errors.append(f"class_token_reduce must be 'max' or 'mean', got {self.class_token_reduce!r}")
         if self.tracker_confidence not in ("official", "paper"):
             errors.append(f"tracker_confidence must be 'official' or 'paper', got {self.tracker_confidence!r}")
+        if not self.tracker_box_cost >= 0:
+            errors.append(f"tracker_box_cost must be >= 0, got {self.tracker_box_cost}")
         if self.d_model % self.input_proj_groups:
             errors.append("d_model must be divisible by input_proj_groups")
         if self.lora.rank < 0:

@@ -227,13 +227,13 @@ class ReferDino(nn.Module):
             hidden, reference, perm, state = track(
                 hidden, reference, text, text_mask,
                 alpha=self.config.tracking_alpha, confidence=self.config.tracker_confidence,
-                state=tracker_state, forced_perm=forced_track,
+                box_cost=self.config.tracker_box_cost, state=tracker_state, forced_perm=forced_track,
             )
             if record is not None:
                 record["temporal_in_hs"] = hidden
-                record["temporal_in_sent"] = text[:, :, :1].expand(-1, -1, q, -1)
+                record["temporal_in_sent"] = self.sentence_feature(text, text_mask)[:, :, None].expand(-1, -1, q, -1)
             if self.temporal_decoder is not None:
-                hidden = self.temporal_decoder(hidden, text[:, :, 0], reference)
+                hidden = self.temporal_decoder(hidden, self.sentence_feature(text, text_mask), reference)
             if record is not None:
                 record["temporal_out"] = hidden
         frame_text = text.flatten(0, 1)
@@ -253,6 +253,14 @@ class ReferDino(nn.Module):
                 record["mask_embed"] = embed
         pred = LayerPrediction(logits.view(b, t, q, 1), boxes.view(b, t, q, 4), masks)
         return pred, perm, state
+
+    def sentence_feature(self, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """The temporal decoder's per-frame sentence feature (B, T, C) from the enhanced text (B, T, L, C):
+        the [CLS] row (official) or the mean over the real tokens (`temporal_sentence="tokens"`)."""
+        if self.config.temporal_sentence == "cls":
+            return text[:, :, 0]
+        weights = text_mask[:, None, :, None].to(text.dtype)
+        return (text * weights).sum(2) / weights.sum(2).clamp(min=1)
 
     def pixel_features(self, grounding: FrameGrounding) -> torch.Tensor:
         m8, m16, m32 = grounding.memory_maps
