@@ -229,11 +229,12 @@ class ReferDino(nn.Module):
                 alpha=self.config.tracking_alpha, confidence=self.config.tracker_confidence,
                 box_cost=self.config.tracker_box_cost, state=tracker_state, forced_perm=forced_track,
             )
+            sentence = self.sentence_feature(text, text_mask)
             if record is not None:
                 record["temporal_in_hs"] = hidden
-                record["temporal_in_sent"] = self.sentence_feature(text, text_mask)[:, :, None].expand(-1, -1, q, -1)
+                record["temporal_in_sent"] = sentence[:, :, None].expand(-1, -1, q, -1)
             if self.temporal_decoder is not None:
-                hidden = self.temporal_decoder(hidden, self.sentence_feature(text, text_mask), reference)
+                hidden = self.temporal_decoder(hidden, sentence, reference)
             if record is not None:
                 record["temporal_out"] = hidden
         frame_text = text.flatten(0, 1)

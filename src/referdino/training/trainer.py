@@ -36,9 +36,10 @@ from .freezing import apply_official_freezing
 from .step import backward_and_clip, forward_losses
 
 logger = logging.getLogger(__name__)
-#: model options that change no parameter: a model folder trained with other values still initialises a run
-_OPTIONS_WITHOUT_WEIGHTS = ("tracker_box_cost", "tracking_alpha", "tracker_confidence", "frame_chunk",
-                            "temporal_sentence")
+#: model options that change no parameter and that a run may set apart from its init_weights folder: the
+#: tracker's settings, the temporal decoder's sentence feature and the inference frame chunk (other options
+#: without weights, such as the class head's token reduction or dropout, still have to match)
+_RUN_OWN_OPTIONS = ("tracker_box_cost", "tracking_alpha", "tracker_confidence", "frame_chunk", "temporal_sentence")
 #: what a run writes into its out_dir (`referdino.output_dirs`)
 RUN_OUTPUTS = ("train_config.json", "model_config.json", "checkpoints", "log.csv", "tensorboard")
 
@@ -197,14 +198,14 @@ class Trainer:
 
         The temporal decoder may differ (image pretraining -> video training, as the official COCO -> video
         flow, or a run with the temporal enhancer switched off): then its keys, and only those, are declared
-        missing (trained from scratch) or unexpected (dropped). Options without weights (the tracker's, the
-        temporal decoder's sentence feature, the inference frame chunk) may differ: the run's own are used.
+        missing (trained from scratch) or unexpected (dropped). The options in `_RUN_OWN_OPTIONS` may differ:
+        the run's own are used.
         """
         from dataclasses import replace
 
         cfg = read_config(path)
         ours = self.model_config.with_merged_lora(False)
-        theirs = replace(cfg.with_merged_lora(False), **{f: getattr(ours, f) for f in _OPTIONS_WITHOUT_WEIGHTS})
+        theirs = replace(cfg.with_merged_lora(False), **{f: getattr(ours, f) for f in _RUN_OWN_OPTIONS})
         allow_missing: list[str] = ["*.lora_A", "*.lora_B"]  # folded LoRA loads into the base weights
         allow_unexpected: list[str] = []
         temporal = {"temporal_layers": ours.temporal_layers, "temporal_position": ours.temporal_position}
