@@ -193,3 +193,24 @@ def test_init_weights_ignores_options_without_weights(world, tmp_path):
     with pytest.raises(Exception, match="another model configuration"):
         Trainer(_config(world, tmp_path / "c", f"init_weights={tmp_path / 'source'}", "model.mask_layers=1"),
                 progress=False)
+
+
+def test_fused_adamw_on_the_cpu_matches_the_multi_tensor_update(world, tmp_path):
+    from referdino.training.trainer import optimizer_kernel
+
+    trainer = Trainer(_config(world, tmp_path, "max_steps=1"), progress=False)
+    assert trainer.optimizer.defaults["fused"] is True  # the CPU's default AdamW is a per-tensor Python loop
+    torch.manual_seed(0)
+    weights = [torch.randn(7, 5), torch.randn(5)]
+    grads = [[torch.randn_like(w) for w in weights] for _ in range(3)]
+    updated = []
+    for kernel in (optimizer_kernel(torch.device("cpu")), {"foreach": True}):
+        params = [torch.nn.Parameter(w.clone()) for w in weights]
+        opt = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.05, **kernel)
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = g.clone()
+            opt.step()
+        updated.append([p.detach() for p in params])
+    for fused, foreach in zip(*updated):
+        torch.testing.assert_close(fused, foreach, rtol=1e-6, atol=1e-7)

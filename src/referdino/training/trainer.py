@@ -57,6 +57,13 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return None if dtype == torch.float32 else dtype
 
 
+def optimizer_kernel(device: torch.device) -> dict[str, bool]:
+    """AdamW's implementation: the fused kernel (one C++ loop over all tensors) on CPUs and CUDA, else foreach.
+    Same update up to float rounding. On a CPU torch's default is a per-tensor Python loop: on a synthetic_tiny
+    video step (1 thread) fused took 0.290-0.295 s/step against 0.312 for foreach (benchmarks/RESULTS.md)."""
+    return {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
+
+
 def _sample_seed(seed: int, epoch: int, index: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + index) % (2**31 - 1)
 
@@ -158,9 +165,8 @@ class Trainer:
         self.criterion = Criterion(get_loss_preset(config.losses))
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.lr = config.effective_lr(self.dist.world_size)
-        # foreach: one multi-tensor update (torch picks the per-tensor loop on CPUs by default; in a cProfile of
-        # 30 synthetic_tiny steps that loop took 22 ms of a 271 ms step)
-        self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=config.weight_decay, foreach=True)
+        self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=config.weight_decay,
+                                           **optimizer_kernel(self.device))
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=list(config.lr_drop), gamma=config.lr_gamma
         )
