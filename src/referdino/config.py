@@ -95,6 +95,9 @@ class ReferDinoConfig:
     num_queries: int = 900  #: two-stage queries selected per frame
     query_decay: float = 0.5  #: kept fraction after each decoder layer (ceil); 1.0 disables pruning
     pruning_score: PruningScore = "official"  #: gate: official code ("official") or paper formula ("paper")
+    #: > 0 (not official): pruning passes over a query whose box overlaps a more confident kept one by more than
+    #: this IoU, so the queries left are distinct objects (see referdino.modeling.query_pruning). No weights.
+    pruning_distinct_iou: float = 0.0
     temporal_layers: int = 3  #: blocks of the cross-modal temporal decoder (0 disables the enhancer)
     #: temporal decoder input: "none" (official: no position, so blind to the order of frames) or "time_box"
     #: (not official: each track's normalised time and tracked box are encoded into it; see MotionEncoding)
@@ -143,6 +146,8 @@ class ReferDinoConfig:
             errors.append(f"class_token_reduce must be 'max' or 'mean', got {self.class_token_reduce!r}")
         if self.tracker_confidence not in ("official", "paper"):
             errors.append(f"tracker_confidence must be 'official' or 'paper', got {self.tracker_confidence!r}")
+        if not 0.0 <= self.pruning_distinct_iou < 1.0:
+            errors.append(f"pruning_distinct_iou must be in [0, 1), got {self.pruning_distinct_iou}")
         if not self.tracker_box_cost >= 0:
             errors.append(f"tracker_box_cost must be >= 0, got {self.tracker_box_cost}")
         if self.d_model % self.input_proj_groups:

@@ -103,7 +103,7 @@ class CrossModalityDecoder(nn.Module):
         self.bbox_embed = MLP(c.d_model, c.d_model, 4, 3)  # shared by all layers and the final heads
         nn.init.constant_(self.bbox_embed.layers[-1].weight, 0.0)
         nn.init.constant_(self.bbox_embed.layers[-1].bias, 0.0)
-        self.pruner = QueryPruner(c.query_decay, c.pruning_score, c.class_token_reduce)
+        self.pruner = QueryPruner(c.query_decay, c.pruning_score, c.class_token_reduce, c.pruning_distinct_iou)
         self.d_model = c.d_model
 
     def query_pos(self, boxes: torch.Tensor) -> torch.Tensor:
@@ -140,7 +140,10 @@ class CrossModalityDecoder(nn.Module):
                 need_text_weights=self.pruner.enabled and self.pruner.score == "paper",
             )
             forced = forced_kept[i] if forced_kept is not None else None
-            kept, gate = self.pruner(x, text, text_mask, sa_w, ca_w, forced)
+            layer_boxes = None  # the boxes this layer gives every query (only the distinct-object pruning uses them)
+            if self.pruner.distinct_iou > 0 and forced is None:
+                layer_boxes = (self.bbox_embed(x) + inverse_sigmoid(boxes)).sigmoid()
+            kept, gate = self.pruner(x, text, text_mask, sa_w, ca_w, forced, layer_boxes)
             x = torch.gather(x, 1, kept[..., None].expand(-1, -1, x.shape[-1]))
             reference_kept = torch.gather(boxes, 1, kept[..., None].expand(-1, -1, 4))
             refined = (self.bbox_embed(x) + inverse_sigmoid(reference_kept)).sigmoid()

@@ -7,6 +7,12 @@ confidence. Two confidence scores:
   softmax_over_queries(max_token <query, text>) on the pre-norm layer output and
   softmax_over_queries(attention each query *receives* from the other queries, head-averaged, summed).
 * ``paper``: s_j = mean_{i != j} A^s_ij + max_k A^c_jk with the text cross-attention weights A^c.
+
+``distinct_iou`` > 0 (not official; 0 = off) keeps distinct objects: going down the queries in order of
+confidence, a query whose box overlaps an already kept one by more than that IoU is passed over (and only
+used to fill the quota when too few distinct ones remain). Without it the few queries left after the last
+pruning are often several copies of one object and none of another in some frames, so the tracker's slots,
+matched one-to-one frame to frame, have to jump between objects.
 """
 
 from __future__ import annotations
@@ -16,13 +22,36 @@ import math
 import torch
 from torch import nn
 
+from ..losses.boxes import box_cxcywh_to_xyxy, elementwise_box_iou
 from .heads import contrastive_logit
 
 
+def distinct_top(confidence: torch.Tensor, boxes: torch.Tensor, k: int, max_iou: float) -> torch.Tensor:
+    """(N, Q) confidence and (N, Q, 4) cx, cy, w, h boxes -> (N, k) kept indices, descending confidence: the
+    most confident queries whose boxes overlap no more confident kept one by more than max_iou, then, if
+    fewer than k are left, the most confident of those passed over."""
+    xyxy = box_cxcywh_to_xyxy(boxes.detach().float())
+    overlap = (elementwise_box_iou(xyxy[:, :, None], xyxy[:, None, :]) > max_iou).cpu()
+    order = confidence.argsort(dim=-1, descending=True).cpu()
+    rows = []
+    for n in range(confidence.shape[0]):
+        kept: list[int] = []
+        passed: list[int] = []
+        for j in order[n].tolist():
+            if len(kept) == k:
+                break
+            (passed if kept and bool(overlap[n, j, kept].any()) else kept).append(j)
+        chosen = torch.tensor(kept + passed[: k - len(kept)])
+        rows.append(chosen[confidence[n, chosen].argsort(descending=True).cpu()])
+    return torch.stack(rows).to(confidence.device)
+
+
 class QueryPruner(nn.Module):
-    def __init__(self, decay: float, score: str = "official", token_reduce: str = "max") -> None:
+    def __init__(self, decay: float, score: str = "official", token_reduce: str = "max",
+                 distinct_iou: float = 0.0) -> None:
         super().__init__()
         self.decay = decay
+        self.distinct_iou = distinct_iou
         self.score = score
         self.token_reduce = token_reduce
 
@@ -60,12 +89,18 @@ class QueryPruner(nn.Module):
         self_weights: torch.Tensor | None,
         text_weights: torch.Tensor | None,
         forced: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns (kept indices (N, K) in descending confidence, confidence (N, Q) or None)."""
+        """Returns (kept indices (N, K) in descending confidence, confidence (N, Q) or None). boxes (N, Q, 4):
+        the queries' boxes, needed when distinct_iou > 0."""
         n, q = x.shape[:2]
         if not self.enabled:
             return torch.arange(q, device=x.device).expand(n, q), None
         gate = self.confidence(x, text, text_mask, self_weights, text_weights)  # type: ignore[arg-type]
         if forced is not None:
             return forced.to(x.device), gate
+        if self.distinct_iou > 0:
+            if boxes is None:
+                raise ValueError("distinct_iou pruning needs the queries' boxes")
+            return distinct_top(gate, boxes, self.keep_count(q), self.distinct_iou), gate
         return gate.topk(self.keep_count(q), dim=-1).indices, gate

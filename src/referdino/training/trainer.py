@@ -37,9 +37,11 @@ from .step import backward_and_clip, forward_losses
 
 logger = logging.getLogger(__name__)
 #: model options that change no parameter and that a run may set apart from its init_weights folder: the
-#: tracker's settings, the temporal decoder's sentence feature and the inference frame chunk (other options
-#: without weights, such as the class head's token reduction or dropout, still have to match)
-_RUN_OWN_OPTIONS = ("tracker_box_cost", "tracking_alpha", "tracker_confidence", "frame_chunk", "temporal_sentence")
+#: tracker's settings, the distinct-object pruning, the temporal decoder's sentence feature and the inference
+#: frame chunk (other options without weights, such as the class head's token reduction or dropout, still have to
+#: match)
+_RUN_OWN_OPTIONS = ("tracker_box_cost", "tracking_alpha", "tracker_confidence", "frame_chunk", "temporal_sentence",
+                    "pruning_distinct_iou")
 #: what a run writes into its out_dir (`referdino.output_dirs`)
 RUN_OUTPUTS = ("train_config.json", "model_config.json", "checkpoints", "log.csv", "tensorboard")
 
