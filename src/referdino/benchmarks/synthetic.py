@@ -1,7 +1,7 @@
 """The learning proof: train ReferDINO from scratch on the synthetic world, on a CPU, and show it learns,
 including the motion-only expressions that need the temporal enhancer.
 
-    python -m referdino.benchmarks.synthetic --out DIR [--image-minutes 24] [--minutes 36]
+    python -m referdino.benchmarks.synthetic --out DIR [--image-minutes 12] [--minutes 48]
         [--train-videos 1000] [--valid-videos 20] [--temporal-position time_box|none] [--resume]
     python -m referdino.benchmarks.synthetic --out DIR --plot-only
 
@@ -13,9 +13,10 @@ The recipe follows the official one (image pretraining on RefCOCO, then video tr
    last quarter: 4-frame clips with the tracker and the temporal decoder ("temporal"), and the same with the
    temporal decoder switched off ("no_temporal"). The two run side by side, one process and half the threads
    each (the tiny model does not keep two threads busy), unless --sequential.
-Each configuration's training time is image + video minutes (24 + 36 = 60 by default). The temporal
-configuration's decoder sees the order of frames (`--temporal-position time_box`, not official): the official
-decoder is blind to it, so it cannot tell "moving to the left" from "moving to the right" (see
+Each configuration's training time is image + video minutes (12 + 48 = 60 by default: the video phase also
+teaches the static expressions and is the only one that teaches motion; measured in benchmarks/RESULTS.md).
+The temporal configuration's decoder sees the order of frames (`--temporal-position time_box`, not official):
+the official decoder is blind to it, so it cannot tell "moving to the left" from "moving to the right" (see
 referdino.modeling.temporal_decoder). Starting the video phase from random weights does not work: the tracker
 then aligns meaningless query sets, and the sequence matcher locks onto whichever query slot the classifier
 already prefers (the class loss goes to ~0 while boxes stay wrong).
@@ -238,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m referdino.benchmarks.synthetic", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--image-minutes", type=float, default=24.0, help="image-phase training time (shared)")
-    parser.add_argument("--minutes", type=float, default=36.0, help="video-phase training time per configuration")
+    parser.add_argument("--image-minutes", type=float, default=12.0, help="image-phase training time (shared)")
+    parser.add_argument("--minutes", type=float, default=48.0, help="video-phase training time per configuration")
     parser.add_argument("--lr-drop-time", type=float, default=0.75,
                         help="in each phase, the lr drops 10x once this fraction of its time is spent (0: never)")
     parser.add_argument("--train-videos", type=int, default=1000)
