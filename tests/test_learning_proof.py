@@ -1,4 +1,4 @@
-"""Smoke test of the learning-proof pipeline (the real run takes about 45 minutes; see README)."""
+"""Smoke test of the learning-proof pipeline (the real run takes about an hour; see README)."""
 
 import json
 
