@@ -146,7 +146,10 @@ class CrossModalityDecoder(nn.Module):
             kept, gate = self.pruner(x, text, text_mask, sa_w, ca_w, forced, layer_boxes)
             x = torch.gather(x, 1, kept[..., None].expand(-1, -1, x.shape[-1]))
             reference_kept = torch.gather(boxes, 1, kept[..., None].expand(-1, -1, 4))
-            refined = (self.bbox_embed(x) + inverse_sigmoid(reference_kept)).sigmoid()
+            if layer_boxes is None:
+                refined = (self.bbox_embed(x) + inverse_sigmoid(reference_kept)).sigmoid()
+            else:  # already computed for every query: keep the kept rows
+                refined = torch.gather(layer_boxes, 1, kept[..., None].expand(-1, -1, 4))
             outputs.append(DecoderLayerOutput(self.norm(x), reference_kept, refined, kept, gate))
             boxes = refined.detach()
         return outputs

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,18 +32,18 @@ def distinct_top(confidence: torch.Tensor, boxes: torch.Tensor, k: int, max_iou:
     most confident queries whose boxes overlap no more confident kept one by more than max_iou, then, if
     fewer than k are left, the most confident of those passed over."""
     xyxy = box_cxcywh_to_xyxy(boxes.detach().float())
-    overlap = (elementwise_box_iou(xyxy[:, :, None], xyxy[:, None, :]) > max_iou).cpu()
-    order = confidence.argsort(dim=-1, descending=True).cpu()
+    overlap = (elementwise_box_iou(xyxy[:, :, None], xyxy[:, None, :]) > max_iou).cpu().numpy()
+    scores = confidence.detach().float().cpu().numpy()
     rows = []
-    for n in range(confidence.shape[0]):
+    for n, order in enumerate(np.argsort(-scores, axis=-1, kind="stable")):
         kept: list[int] = []
         passed: list[int] = []
-        for j in order[n].tolist():
+        for j in order.tolist():
             if len(kept) == k:
                 break
-            (passed if kept and bool(overlap[n, j, kept].any()) else kept).append(j)
-        chosen = torch.tensor(kept + passed[: k - len(kept)])
-        rows.append(chosen[confidence[n, chosen].argsort(descending=True).cpu()])
+            (passed if kept and overlap[n, j, kept].any() else kept).append(j)
+        chosen = np.array(kept + passed[: k - len(kept)])
+        rows.append(torch.from_numpy(chosen[np.argsort(-scores[n, chosen], kind="stable")]))
     return torch.stack(rows).to(confidence.device)
 
 
