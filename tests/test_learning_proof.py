@@ -56,3 +56,28 @@ def test_learning_proof_resumes_without_redoing_finished_phases(tmp_path, capsys
         assert (out / "runs" / p / "checkpoints" / "last.pt").stat().st_mtime_ns == stamp
     assert again["jf_static"] == first["jf_static"] and again["image_steps"] == first["image_steps"]
     assert again["train_steps_no_temporal"] >= first["train_steps_no_temporal"]
+
+
+def test_learning_proof_video_world_curriculum(tmp_path):
+    """--video-world: the video phases train on a second world (here every shape beside the twins differs from
+    another in colour only); the held-out split stays the standard world's; --resume insists on the same one."""
+    import pytest
+
+    out = tmp_path / "proof"
+    curriculum = "objects=3-4,near_miss=1,near_miss_field=colour"
+    args = ["--out", str(out), "--image-minutes", "0.01", "--minutes", "0.01", "--train-videos", "2",
+            "--valid-videos", "2", "--no-progress", "--sequential", "--video-world", curriculum]
+    assert main(args) == 0
+    video_world = json.loads((out / "video_world" / "world.json").read_text())
+    assert set(video_world["splits"]) == {"train"} and video_world["params"]["near_miss_field"] == "colour"
+    assert video_world["params"]["objects"] == [3, 4]
+    assert json.loads((out / "world" / "world.json").read_text())["params"]["near_miss_field"] == "any"
+    for phase, root in (("image", "world"), ("temporal", "video_world"), ("no_temporal", "video_world")):
+        assert json.loads((out / "runs" / phase / "train_config.json").read_text())["data_root"] == str(out / root)
+    assert json.loads((out / "results.json").read_text())["video_world"] == curriculum
+    (out / "runs" / "no_temporal" / "done.json").unlink()
+    with pytest.raises(SystemExit, match="other parameters"):
+        main([*args[:-1], "objects=3-4,near_miss=1", "--resume"])
+    with pytest.raises(SystemExit, match="near_miss"):
+        main([*args[:-1], "near_miss=2", "--resume"])
+    assert main([*args, "--resume"]) == 0

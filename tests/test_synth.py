@@ -10,6 +10,7 @@ from PIL import Image
 from referdino.synth import (
     COLOURS,
     KINDS,
+    SynthConfig,
     VOCABULARY,
     generate_clip,
     generate_world,
@@ -207,6 +208,37 @@ def test_generate_clip_is_deterministic_and_configurable():
         generate_clip(0, frames=2)
 
 
+def test_near_miss_colour_world_needs_the_colour_words():
+    """near_miss=1 with near_miss_field="colour": every shape beside the twins has a look-alike that differs from
+    it in colour only, so its static expressions must name the colour."""
+    statics_seen = 0
+    for seed in range(12):
+        clip = generate_clip(seed, objects=(3, 4), near_miss=1.0, near_miss_field="colour")
+        statics = [o.static for o in clip.objects]
+        for i, s in enumerate(statics):
+            if statics.count(s) > 1:  # a twin
+                continue
+            assert any(j != i and t["kind"] == s["kind"] and t["size"] == s["size"] and t["colour"] != s["colour"]
+                       for j, t in enumerate(statics)), (seed, statics)
+            for e in clip.expressions:
+                if e.obj_id == clip.objects[i].obj_id and e.kind == "static":
+                    assert s["colour"] in e.text.split()
+                    statics_seen += 1
+    assert statics_seen >= 10
+    # the defaults draw exactly what they drew before the option existed: spelled out, the same clip
+    a, b = generate_clip(11), generate_clip(11, near_miss=0.5, near_miss_field="any")
+    np.testing.assert_array_equal(a.frames, b.frames)
+    for bad in ({"near_miss": 1.5}, {"near_miss_field": "shape"}):
+        with pytest.raises(ValueError, match="near_miss"):
+            generate_clip(0, **bad)
+    assert SynthConfig.parse("objects=3-4, near_miss=1,near_miss_field=colour,textured=false") == {
+        "objects": (3, 4), "near_miss": 1.0, "near_miss_field": "colour", "textured": False}
+    for bad in ("colours=2", "objects", "objects=x", "near_miss=2", "frames=2"):
+        with pytest.raises(ValueError, match="synthetic world") as exc:
+            SynthConfig.parse(bad)
+        assert "\n" not in str(exc.value)
+
+
 def test_parse_expression_round_trip():
     d = parse_expression("the small red square moving to the left")
     assert dict(d.attributes) == {"size": "small", "colour": "red", "kind": "square"} and d.motion == "left"
@@ -227,6 +259,8 @@ def test_cli(tmp_path, capsys):
     synth_main(["--out", str(out), "--videos", "1", "--seed", "1", "--frames", "4", "--height", "64", "--width", "64"])
     assert sorted(p.name for p in (out / "train/JPEGImages").iterdir()) == ["train_00000"]
     assert Image.open(out / "valid/JPEGImages/valid_00000/00000.jpg").size == (64, 64)
+    synth_main(["--out", str(out), "--videos", "1", "--frames", "4", "--near-miss", "1", "--near-miss-field", "colour"])
+    assert {"near_miss": 1.0, "near_miss_field": "colour"}.items() <= _load(out / "world.json")["params"].items()
 
     # a run interrupted after it started writing (marker present, no world.json) can be rerun in place
     (out / "world.json").unlink()

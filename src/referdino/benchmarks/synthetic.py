@@ -2,7 +2,8 @@
 including the motion-only expressions that need the temporal enhancer.
 
     python -m referdino.benchmarks.synthetic --out DIR [--image-minutes 12] [--minutes 48]
-        [--train-videos 1000] [--valid-videos 20] [--temporal-position time_box|none] [--resume]
+        [--train-videos 1000] [--valid-videos 20] [--temporal-position time_box|none]
+        [--video-world KEY=VALUE,...] [--resume]
     python -m referdino.benchmarks.synthetic --out DIR --plot-only
 
 The recipe follows the official one (image pretraining on RefCOCO, then video training), scaled down:
@@ -166,13 +167,14 @@ def replot(out: Path) -> Path:
 
 
 def _video_phase(out: Path, world: Path, name: str, overrides: list[str], minutes: float, threads: int,
-                 progress: bool) -> None:
-    """Train one video configuration (resuming its checkpoint if any), evaluate it, write runs/NAME/done.json."""
+                 progress: bool, train_world: Path | None = None) -> None:
+    """Train one video configuration on `train_world` (default: `world`; resuming its checkpoint if any),
+    evaluate it on `world`'s held-out split, write runs/NAME/done.json."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    trainer, state, spent = _train(world, out / "runs" / name, minutes, overrides, progress)
+    trainer, state, spent = _train(train_world or world, out / "runs" / name, minutes, overrides, progress)
     record = {"minutes": spent, "steps": state.global_step, "curve": [row["loss"] for row in state.history],
               "scores": _evaluate(trainer.model, world), "threads": torch.get_num_threads()}
     write_json(out / "runs" / name / "done.json", record)
@@ -187,7 +189,8 @@ def _last_step(run: Path) -> int:
         return 0
 
 
-def _run_video_phases(out: Path, world: Path, phases: dict[str, list[str]], args: argparse.Namespace) -> dict:
+def _run_video_phases(out: Path, world: Path, phases: dict[str, list[str]], args: argparse.Namespace,
+                      train_world: Path) -> dict:
     """The video configurations, finished ones (done.json) reused. Side by side, one process each with half
     the threads, unless --sequential: the tiny model does not keep two threads busy (measured: 0.25 s/step
     with 2 threads, 0.32 s/step per process with two 1-thread processes side by side on 2 cores)."""
@@ -197,13 +200,14 @@ def _run_video_phases(out: Path, world: Path, phases: dict[str, list[str]], args
     threads = args.threads or torch.get_num_threads()
     if args.sequential or len(todo) < 2 or threads < 2:
         for name in todo:
-            _video_phase(out, world, name, phases[name], args.minutes, args.threads, not args.no_progress)
+            _video_phase(out, world, name, phases[name], args.minutes, args.threads, not args.no_progress,
+                         train_world)
     else:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
         children = {n: ctx.Process(target=_video_phase, args=(out, world, n, phases[n], args.minutes,
-                                                               max(1, threads // len(todo)), False))
+                                                               max(1, threads // len(todo)), False, train_world))
                     for n in todo}
         for child in children.values():
             child.start()
@@ -234,6 +238,29 @@ def _watch(out: Path, children: dict, minutes: float, progress: bool) -> None:
         bar.close()
 
 
+def _video_world(out: Path, args: argparse.Namespace) -> Path:
+    """The world the video phases train on: OUT/world, or with --video-world OUT/video_world (training split
+    only, same seed and video count), generated once and reused on --resume if its parameters match."""
+    from ..synth import SynthConfig, generate_world
+
+    if not args.video_world:
+        return out / "world"
+    try:
+        params = SynthConfig.parse(args.video_world)
+    except ValueError as exc:
+        raise SystemExit(f"--video-world: {exc}") from None
+    world = out / "video_world"
+    wanted = {"seed": args.seed, "params": SynthConfig.make(**params).to_dict()}
+    if (world / "world.json").is_file():
+        have = json.loads((world / "world.json").read_text())
+        if {k: have.get(k) for k in wanted} != wanted:
+            raise SystemExit(f"{world} was generated with other parameters than --video-world {args.video_world!r} "
+                             "(and --seed): pass the same ones to --resume, or choose another --out")
+        return world
+    generate_world(world, videos={"train": args.train_videos}, splits=["train"], seed=args.seed, **params)
+    return world
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..synth import generate_world
 
@@ -254,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temporal-position", choices=("none", "time_box"), default="time_box",
                         help="temporal decoder input of the temporal configuration: time_box (default here: frame "
                              "time and tracked box encoded, so the order of frames is seen) or none (official)")
+    parser.add_argument("--video-world", default="", metavar="KEY=VALUE,...",
+                        help="train the video phases on a second world generated with these synthetic-world "
+                             "parameters (a curriculum, e.g. objects=3-4,near_miss=1,near_miss_field=colour); the "
+                             "held-out split stays the standard world's")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted proof in OUT: finished phases are kept, the interrupted one "
                              "continues from its last checkpoint with the rest of its time")
@@ -304,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
              f"lr_drop_time={args.lr_drop_time}", *args.overrides]
     phases = {"temporal": [*video, f"model.temporal_position={args.temporal_position}"],
               "no_temporal": [*video, "model.temporal_layers=0"]}
-    records = _run_video_phases(out, world, phases, args)
+    records = _run_video_phases(out, world, phases, args, _video_world(out, args))
     curves: dict[str, list[float]] = {}
     for name, record in records.items():
         scores, minutes = record["scores"], record["minutes"]
@@ -319,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {image_steps} image + {record['steps']} video steps in {image_minutes + minutes:.1f} min; "
               f"held-out J&F static {scores['static']:.3f}, motion {scores['motion']:.3f}", flush=True)
     results["temporal_position"] = args.temporal_position
+    results["video_world"] = args.video_world
     results["image_minutes"] = image_minutes
     results["image_steps"] = image_steps
     results["command"] = "python -m referdino.benchmarks.synthetic " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -71,6 +71,11 @@ class SynthConfig:
     min_visible: float = 0.7  #: every object keeps at least this fraction of its area visible in every frame
     textured: bool = True  #: smooth low-contrast texture on the grey background (else plain)
     noise: float = 2.0  #: std of per-pixel Gaussian noise (grey levels)
+    #: probability that a shape beside the twins copies another shape and changes one attribute (a near miss:
+    #: the expression must then name that attribute); 1.0 with ``near_miss_field="colour"`` makes a training
+    #: world where every such shape differs from another in colour only (a curriculum for the colour words)
+    near_miss: float = 0.5
+    near_miss_field: str = "any"  #: the attribute a near miss changes: "any" (drawn), "kind", "colour" or "size"
 
     @classmethod
     def make(cls, config: SynthConfig | None = None, **params: Any) -> SynthConfig:
@@ -106,6 +111,34 @@ class SynthConfig:
             raise bad(f"min_visible must be in [0, 1], got {self.min_visible}")
         if self.noise < 0:
             raise bad(f"noise must be >= 0, got {self.noise}")
+        if not 0.0 <= self.near_miss <= 1.0:
+            raise bad(f"near_miss must be a probability in [0, 1], got {self.near_miss}")
+        if self.near_miss_field not in ("any", *STATIC_FIELDS):
+            raise bad(f"near_miss_field must be 'any' or one of {', '.join(STATIC_FIELDS)}, got {self.near_miss_field!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> dict[str, Any]:
+        """``"objects=3-4,near_miss=1,near_miss_field=colour"`` -> validated parameters for `make` (one-line
+        ValueError naming the bad entry)."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        params: dict[str, Any] = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key, sep, value = (x.strip() for x in item.partition("="))
+            if not sep or key not in fields:
+                raise ValueError(f"synthetic world: expected KEY=VALUE with KEY one of {', '.join(fields)}, "
+                                 f"got {item!r}")
+            default = getattr(cls(), key)
+            try:
+                if isinstance(default, tuple):
+                    params[key] = _int_range(value)
+                elif isinstance(default, bool):
+                    params[key] = {"true": True, "false": False, "1": True, "0": False}[value.lower()]
+                else:
+                    params[key] = type(default)(value)
+            except (KeyError, ValueError, argparse.ArgumentTypeError):
+                raise ValueError(f"synthetic world: bad value for {key}: {value!r}") from None
+        cls.make(**params)  # validates the combination
+        return params
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -202,18 +235,20 @@ def _random_static(rng: np.random.Generator) -> dict[str, str]:
     return {f: _STATIC_VALUES[f][rng.integers(len(_STATIC_VALUES[f]))] for f in STATIC_FIELDS}
 
 
-def _sample_statics(rng: np.random.Generator, n: int) -> tuple[list[dict[str, str]], int]:
+def _sample_statics(rng: np.random.Generator, n: int, near_miss: float = 0.5,
+                    near_miss_field: str = "any") -> tuple[list[dict[str, str]], int]:
     """Static attributes of n objects: a twin pair (identical attributes) when n >= 3 (half the time when
-    n == 2), the others unique; half of the others differ from an existing object in one attribute only."""
+    n == 2), the others unique; with probability `near_miss` each of the others differs from an existing
+    object in one attribute only (`near_miss_field`, or one drawn at random for "any")."""
     twins = 2 if n >= 3 or (n == 2 and rng.random() < 0.5) else 0
     statics: list[dict[str, str]] = []
     if twins:
         s = _random_static(rng)
         statics += [s, dict(s)]
     while len(statics) < n:
-        if statics and rng.random() < 0.5:
+        if statics and rng.random() < near_miss:
             cand = dict(statics[rng.integers(len(statics))])
-            field = STATIC_FIELDS[rng.integers(len(STATIC_FIELDS))]
+            field = STATIC_FIELDS[rng.integers(len(STATIC_FIELDS))] if near_miss_field == "any" else near_miss_field
             others = [v for v in _STATIC_VALUES[field] if v != cand[field]]
             cand[field] = others[rng.integers(len(others))]
         else:
@@ -324,14 +359,15 @@ def generate_clip(seed: int, *, name: str = "clip", config: SynthConfig | None =
     """One synthetic video in memory, fully determined by `seed` and the parameters.
 
     `params` are `SynthConfig` fields (frames, height, width, objects, frame_step, expressions_per_object,
-    min_visible, textured, noise); `frames` / `objects` take an int or a (min, max) pair.
+    min_visible, textured, noise, near_miss, near_miss_field); `frames` / `objects` take an int or a (min, max)
+    pair.
     """
     cfg = SynthConfig.make(config, **params)
     seed = _as_seed(seed)
     rng = np.random.default_rng(seed)
     num_frames = int(rng.integers(cfg.frames[0], cfg.frames[1] + 1))
     n = int(rng.integers(cfg.objects[0], cfg.objects[1] + 1))
-    statics, twins = _sample_statics(rng, n)
+    statics, twins = _sample_statics(rng, n, cfg.near_miss, cfg.near_miss_field)
     motions = _sample_motions(rng, n, twins)
     order = rng.permutation(n)  # z-order and ids; keeps twins from always being objects 1 and 2
     objects = [
@@ -516,6 +552,11 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--objects", type=_int_range, default=d.objects, help="shapes per video, N or MIN-MAX (2-4)")
     parser.add_argument("--height", type=int, default=d.height, help=f"frame height (default {d.height})")
     parser.add_argument("--width", type=int, default=d.width, help=f"frame width (default {d.width})")
+    parser.add_argument("--near-miss", type=float, default=d.near_miss,
+                        help=f"probability that a shape beside the twins differs from another in one attribute only "
+                             f"(default {d.near_miss})")
+    parser.add_argument("--near-miss-field", default=d.near_miss_field, choices=("any", *STATIC_FIELDS),
+                        help="the attribute a near miss changes (default any: drawn per shape)")
     parser.add_argument("--quality", type=int, default=JPEG_QUALITY, help=f"JPEG quality (default {JPEG_QUALITY})")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a folder that holds other files (they are kept; only our world is replaced)")
@@ -527,7 +568,8 @@ def run_synth(args: argparse.Namespace) -> WorldSummary:
     return generate_world(
         args.out, videos=args.videos, seed=args.seed, splits=splits, jpeg_quality=args.quality,
         frames=args.frames, objects=args.objects, height=args.height, width=args.width,
-        overwrite=getattr(args, "overwrite", False),
+        near_miss=getattr(args, "near_miss", SynthConfig.near_miss),
+        near_miss_field=getattr(args, "near_miss_field", SynthConfig.near_miss_field), overwrite=getattr(args, "overwrite", False),
     )
 
 
