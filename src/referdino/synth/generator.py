@@ -114,13 +114,14 @@ class SynthConfig:
         if not 0.0 <= self.near_miss <= 1.0:
             raise bad(f"near_miss must be a probability in [0, 1], got {self.near_miss}")
         if self.near_miss_field not in ("any", *STATIC_FIELDS):
-            raise bad(f"near_miss_field must be 'any' or one of {', '.join(STATIC_FIELDS)}, got {self.near_miss_field!r}")
+            raise bad(f"near_miss_field must be 'any' or one of {', '.join(STATIC_FIELDS)}, "
+                      f"got {self.near_miss_field!r}")
 
     @classmethod
     def parse(cls, text: str) -> dict[str, Any]:
         """``"objects=3-4,near_miss=1,near_miss_field=colour"`` -> validated parameters for `make` (one-line
         ValueError naming the bad entry)."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
+        fields = [f.name for f in dataclasses.fields(cls)]
         params: dict[str, Any] = {}
         for item in filter(None, (part.strip() for part in text.split(","))):
             key, sep, value = (x.strip() for x in item.partition("="))
@@ -569,7 +570,8 @@ def run_synth(args: argparse.Namespace) -> WorldSummary:
         args.out, videos=args.videos, seed=args.seed, splits=splits, jpeg_quality=args.quality,
         frames=args.frames, objects=args.objects, height=args.height, width=args.width,
         near_miss=getattr(args, "near_miss", SynthConfig.near_miss),
-        near_miss_field=getattr(args, "near_miss_field", SynthConfig.near_miss_field), overwrite=getattr(args, "overwrite", False),
+        near_miss_field=getattr(args, "near_miss_field", SynthConfig.near_miss_field),
+        overwrite=getattr(args, "overwrite", False),
     )
 
 
