@@ -231,8 +231,8 @@ def test_near_miss_colour_world_needs_the_colour_words():
     for bad in ({"near_miss": 1.5}, {"near_miss_field": "shape"}):
         with pytest.raises(ValueError, match="near_miss"):
             generate_clip(0, **bad)
-    assert SynthConfig.parse("objects=3-4, near_miss=1,near_miss_field=colour,textured=false") == {
-        "objects": (3, 4), "near_miss": 1.0, "near_miss_field": "colour", "textured": False}
+    assert SynthConfig.parse("objects=3-4, near_miss=1,near_miss_field=colour,textured=false") == SynthConfig.make(
+        objects=(3, 4), near_miss=1.0, near_miss_field="colour", textured=False)
     for bad in ("colours=2", "objects", "objects=x", "near_miss=2", "frames=2"):
         with pytest.raises(ValueError, match="synthetic world") as exc:
             SynthConfig.parse(bad)

@@ -167,14 +167,14 @@ def replot(out: Path) -> Path:
 
 
 def _video_phase(out: Path, world: Path, name: str, overrides: list[str], minutes: float, threads: int,
-                 progress: bool, train_world: Path | None = None) -> None:
-    """Train one video configuration on `train_world` (default: `world`; resuming its checkpoint if any),
-    evaluate it on `world`'s held-out split, write runs/NAME/done.json."""
+                 progress: bool, train_world: Path) -> None:
+    """Train one video configuration on `train_world` (resuming its checkpoint if any), evaluate it on
+    `world`'s held-out split, write runs/NAME/done.json."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    trainer, state, spent = _train(train_world or world, out / "runs" / name, minutes, overrides, progress)
+    trainer, state, spent = _train(train_world, out / "runs" / name, minutes, overrides, progress)
     record = {"minutes": spent, "steps": state.global_step, "curve": [row["loss"] for row in state.history],
               "scores": _evaluate(trainer.model, world), "threads": torch.get_num_threads()}
     write_json(out / "runs" / name / "done.json", record)
@@ -238,27 +238,29 @@ def _watch(out: Path, children: dict, minutes: float, progress: bool) -> None:
         bar.close()
 
 
-def _video_world(out: Path, args: argparse.Namespace) -> Path:
-    """The world the video phases train on: OUT/world, or with --video-world OUT/video_world (training split
+def _video_world(out: Path, world: Path, args: argparse.Namespace) -> Path:
+    """The world the video phases train on: `world`, or with --video-world OUT/video_world (training split
     only, same seed and video count), generated once and reused on --resume if its parameters match."""
     from ..synth import SynthConfig, generate_world
 
     if not args.video_world:
-        return out / "world"
+        return world
     try:
-        params = SynthConfig.parse(args.video_world)
+        config = SynthConfig.parse(args.video_world)
     except ValueError as exc:
         raise SystemExit(f"--video-world: {exc}") from None
-    world = out / "video_world"
-    wanted = {"seed": args.seed, "params": SynthConfig.make(**params).to_dict()}
-    if (world / "world.json").is_file():
-        have = json.loads((world / "world.json").read_text())
+    video_world = out / "video_world"
+    wanted = {"seed": args.seed, "params": config.to_dict()}
+    if (video_world / "world.json").is_file():
+        have = json.loads((video_world / "world.json").read_text())
         if {k: have.get(k) for k in wanted} != wanted:
-            raise SystemExit(f"{world} was generated with other parameters than --video-world {args.video_world!r} "
-                             "(and --seed): pass the same ones to --resume, or choose another --out")
-        return world
-    generate_world(world, videos={"train": args.train_videos}, splits=["train"], seed=args.seed, **params)
-    return world
+            raise SystemExit(f"{video_world} was generated with other parameters than --video-world "
+                             f"{args.video_world!r} (and --seed): pass the same ones to --resume, or choose another "
+                             "--out")
+        return video_world
+    generate_world(video_world, videos={"train": args.train_videos}, splits=["train"], seed=args.seed,
+                   config=config)
+    return video_world
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
              f"lr_drop_time={args.lr_drop_time}", *args.overrides]
     phases = {"temporal": [*video, f"model.temporal_position={args.temporal_position}"],
               "no_temporal": [*video, "model.temporal_layers=0"]}
-    records = _run_video_phases(out, world, phases, args, _video_world(out, args))
+    records = _run_video_phases(out, world, phases, args, _video_world(out, world, args))
     curves: dict[str, list[float]] = {}
     for name, record in records.items():
         scores, minutes = record["scores"], record["minutes"]

@@ -118,17 +118,18 @@ class SynthConfig:
                       f"got {self.near_miss_field!r}")
 
     @classmethod
-    def parse(cls, text: str) -> dict[str, Any]:
-        """``"objects=3-4,near_miss=1,near_miss_field=colour"`` -> validated parameters for `make` (one-line
-        ValueError naming the bad entry)."""
+    def parse(cls, text: str) -> SynthConfig:
+        """``"objects=3-4,near_miss=1,near_miss_field=colour"`` -> the defaults with those fields replaced,
+        validated (one-line ValueError naming the bad entry)."""
         fields = [f.name for f in dataclasses.fields(cls)]
+        defaults = cls()
         params: dict[str, Any] = {}
         for item in filter(None, (part.strip() for part in text.split(","))):
             key, sep, value = (x.strip() for x in item.partition("="))
             if not sep or key not in fields:
                 raise ValueError(f"synthetic world: expected KEY=VALUE with KEY one of {', '.join(fields)}, "
                                  f"got {item!r}")
-            default = getattr(cls(), key)
+            default = getattr(defaults, key)
             try:
                 if isinstance(default, tuple):
                     params[key] = _int_range(value)
@@ -138,8 +139,7 @@ class SynthConfig:
                     params[key] = type(default)(value)
             except (KeyError, ValueError, argparse.ArgumentTypeError):
                 raise ValueError(f"synthetic world: bad value for {key}: {value!r}") from None
-        cls.make(**params)  # validates the combination
-        return params
+        return cls.make(defaults, **params)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
