@@ -80,3 +80,52 @@ def test_temporal_sentence_tokens_carries_the_words():
         feats[mode] = record["temporal_in_sent"]
     torch.testing.assert_close(feats["cls"][0], feats["cls"][1])
     assert (feats["tokens"][0] - feats["tokens"][1]).abs().max() > 1e-3
+
+
+def test_track_motion_features_give_direction_and_where_a_shape_stops():
+    """The slope of a track over time has the sign of its travel; a shape that stops travels in the first half
+    of the clip only; a still one has zero slope and travel."""
+    from referdino.modeling.temporal_decoder import track_motion_features
+
+    t = 8
+    time = torch.arange(t, dtype=torch.float32)
+    left = torch.stack([0.7 - 0.05 * time, torch.full((t,), 0.5)], -1)
+    stops = torch.stack([torch.full((t,), 0.5), 0.3 + 0.06 * time.clamp(max=3)], -1)
+    still = torch.full((t, 2), 0.4)
+    centres = torch.stack([left, stops, still], 1)[None]  # (1, T, 3, 2)
+    boxes = torch.cat([centres, torch.full((1, t, 3, 2), 0.1)], -1)
+    feats = track_motion_features(boxes)
+    assert feats.shape == (1, t, 3, 8)
+    torch.testing.assert_close(feats[:, 0], feats[:, -1])  # one vector per track, on every frame
+    slope, first, second = feats[0, 0, :, :4], feats[0, 0, :, 4:6], feats[0, 0, :, 6:]
+    assert slope[0, 0] < -1 and abs(slope[0, 1]) < 1e-5  # moving to the left
+    assert slope[1, 1] > 0 and first[1, 1] > 1 and abs(second[1, 1]) < 1e-5  # moves down, then stops
+    torch.testing.assert_close(feats[0, 0, 2], torch.zeros(8))
+
+
+def test_motion_logit_starts_at_zero_and_reaches_only_the_class_head():
+    """model.motion_logit adds the track's motion to what the class head reads: it starts at zero (a trained
+    decoder keeps its scores), and once trained it changes the scores but neither the boxes nor the masks."""
+    from referdino.config import get_preset
+    from referdino.modeling.referdino import ReferDino
+    from referdino.processing.text import tokenize
+
+    torch.manual_seed(0)
+    video = torch.randn(1, 4, 3, 64, 96)
+    caption = tokenize(["the square moving to the left"])
+    config = get_preset("tiny").replace(temporal_position="time_box")
+    torch.manual_seed(1)
+    plain = ReferDino(config).eval()
+    torch.manual_seed(1)
+    with_motion = ReferDino(config.replace(motion_logit=True)).eval()
+    missing = with_motion.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("temporal_decoder.motion_logit.") for k in missing)
+    with torch.no_grad():
+        before = plain(video, caption)
+        same = with_motion(video, caption)
+        torch.nn.init.normal_(with_motion.temporal_decoder.motion_logit.mlp[2].weight, std=0.5)
+        after = with_motion(video, caption)
+    torch.testing.assert_close(same.pred_logits, before.pred_logits)
+    assert (after.pred_logits - before.pred_logits).abs().max() > 1e-2
+    torch.testing.assert_close(after.pred_boxes, before.pred_boxes)
+    torch.testing.assert_close(after.pred_masks, before.pred_masks)

@@ -214,3 +214,34 @@ def test_fused_adamw_on_the_cpu_matches_the_multi_tensor_update(world, tmp_path)
         updated.append([p.detach() for p in params])
     for fused, foreach in zip(*updated):
         torch.testing.assert_close(fused, foreach, rtol=1e-6, atol=1e-7)
+
+
+def test_expressions_selects_a_kind_of_a_synthetic_world(world, tmp_path, capsys):
+    """`expressions=static` (the learning proof's image phase) trains on the static expressions only: one frame
+    cannot tell twins apart by their motion. A folder without expression kinds is a one-line error."""
+    import json
+
+    kinds = json.loads((world / "train" / "expression_kinds.json").read_text())
+    counts = {k: sum(v == k for exps in kinds.values() for v in exps.values()) for k in ("static", "motion")}
+    assert counts["static"] and counts["motion"]
+    for kind in ("all", "static", "motion"):
+        trainer = Trainer(_config(world, tmp_path / kind, f"expressions={kind}"), progress=False)
+        dataset = trainer._build_dataset()[0]
+        seen = {kinds[e.video_id][e.expression_id] for e in dataset.expressions}
+        assert seen == ({"static", "motion"} if kind == "all" else {kind})
+        assert len(dataset.expressions) == (sum(counts.values()) if kind == "all" else counts[kind])
+    plain = tmp_path / "plain"
+    (plain / "train").mkdir(parents=True)
+    for name in ("meta_expressions", "train"):
+        src = world / name
+        if src.is_dir():
+            import shutil
+
+            shutil.copytree(src, plain / name, dirs_exist_ok=True)
+    (plain / "train" / "expression_kinds.json").unlink()
+    assert main(["train", "synthetic_tiny", f"data_root={plain}", f"out_dir={tmp_path / 'x'}", "expressions=static",
+                 "max_steps=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "expression_kinds.json not found" in err[0], err
+    with pytest.raises(ConfigError, match="expressions"):
+        resolve_train_config("synthetic_tiny", ["expressions=twins"])

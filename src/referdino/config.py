@@ -106,6 +106,10 @@ class ReferDinoConfig:
     #: sub-sentence mask [CLS] never attends to the words, so the decoder does not know what was said), or
     #: "tokens", the mean of the real enhanced text tokens (not official: it carries the words). No weights.
     temporal_sentence: TemporalSentence = "cls"
+    #: not official: a second motion encoding of each track (its box trajectory through a small MLP) added to the
+    #: query features the class head reads, and only to those, so the motion words are matched against the
+    #: motion directly (see MotionLogit). Part of the temporal enhancer: nothing without temporal layers.
+    motion_logit: bool = False
     #: how the referring logit reduces the query-token dot products: "max" over tokens (official, GroundingDINO's
     #: class head) or "mean" over the real tokens (not official; a sum of word matches can express "red AND
     #: square", a max cannot without contextual tokens). Used by the class heads, the encoder's top-k and the

@@ -19,7 +19,8 @@ What stays float32 in a reduced-precision model (each island is a cast in the mo
 - the final mask upsampling and threshold (mask logits are upsampled in fp32; a bf16 logit keeps its sign, so the
   threshold itself is exact);
 - position embeddings (sin/cos computed in fp32, then cast to the activation dtype);
-- the temporal decoder's motion encoding (`temporal_position=time_box`): box offsets and its small MLP;
+- the temporal decoder's motion encodings (`temporal_position=time_box`, `motion_logit`): box offsets and their
+  small MLPs;
 - softmax and LayerNorm/GroupNorm statistics: PyTorch's CPU and CUDA kernels accumulate them in fp32 for bf16/fp16
   inputs (no cast needed).
 """

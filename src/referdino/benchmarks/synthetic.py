@@ -7,9 +7,11 @@ including the motion-only expressions that need the temporal enhancer.
     python -m referdino.benchmarks.synthetic --out DIR --plot-only
 
 The recipe follows the official one (image pretraining on RefCOCO, then video training), scaled down:
-1. image phase: single frames (T = 1, batch 8) of the synthetic training videos, from random weights, at the
-   preset's lr (1e-3 after a 200-step linear warm-up, 10x lower for the last quarter of its time). Per-frame
-   grounding (boxes, masks, text matching) is learned without a tracker; the temporal decoder does not run;
+1. image phase: single frames (T = 1, batch 8) of the synthetic training videos with their static expressions
+   (one frame cannot tell twins apart by their motion, so a motion expression there would teach that its words
+   mean nothing), from random weights, at the preset's lr (1e-3 after a 200-step linear warm-up, 10x lower for
+   the last quarter of its time). Per-frame grounding (boxes, masks, text matching) is learned without a
+   tracker; the temporal decoder does not run;
 2. video phase, twice from the same image-phase weights, lr 5e-4 after a 100-step warm-up, 10x lower for the
    last quarter: 4-frame clips with the tracker and the temporal decoder ("temporal"), and the same with the
    temporal decoder switched off ("no_temporal"). The two run side by side, one process and half the threads
@@ -36,7 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..synth.io import write_json
+from ..synth.io import read_expression_kinds, write_json
 from ..weights import atomic_write_bytes
 
 
@@ -62,7 +64,7 @@ def _evaluate(model, world: Path) -> dict[str, float]:  # type: ignore[no-untype
     params = json.loads((world / "world.json").read_text())["params"]
     short_side = min(params["height"], params["width"])  # the frames' own size: the model trained on it
     scores = evaluate_split(model, str(world), "valid", short_side=short_side)
-    kinds = json.loads((world / "valid" / "expression_kinds.json").read_text())
+    kinds = read_expression_kinds(world, "valid")
     by_kind: dict[str, list[tuple[str, str]]] = {"static": [], "motion": []}
     for video, exps in kinds.items():
         for exp_id, kind in exps.items():
@@ -324,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         progress = not args.no_progress
         trainer, state, image_minutes = _train(
             world, image_dir, args.image_minutes,
-            ["num_frames=1", "batch_size=8", f"lr_drop_time={args.lr_drop_time}",
+            ["num_frames=1", "batch_size=8", "expressions=static", f"lr_drop_time={args.lr_drop_time}",
              f"model.temporal_position={args.temporal_position}", *args.overrides], progress,
         )
         image_steps, image_curve = state.global_step, [row["loss"] for row in state.history]

@@ -84,13 +84,17 @@ def build_dataset(name: str, root: str | Path, split: str, **options: Any) -> Re
     ``num_frames``, ``anchor_stride``, ``transform``, ``seed``, ``reverse_prob``, ``max_retries``,
     ``eval_short_side``, ``eval_max_size``) go to the dataset; the others to the reader, e.g.
     ``variants="all"`` for refcoco, ``frames_dir=...`` for a2d, ``sampling_step=64`` for mevis.
+    ``keep=(predicate, what)`` keeps only the expressions the predicate accepts (`what` names them in errors).
     """
     key = name.lower()
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    keep = options.pop("keep", None)
     dataset_options = {k: v for k, v in options.items() if k in _DATASET_OPTIONS}
     reader_options = {k: v for k, v in options.items() if k not in _DATASET_OPTIONS}
     records = DATASETS[key](root, split, **reader_options)
+    if keep is not None:
+        records = records.select(*keep)
     train = dataset_options.pop("train", split == "train")
     if train and dataset_options.get("transform") is None:
         dataset_options["transform"] = default_train_transform(key)

@@ -17,7 +17,7 @@ Sample level (produced by ``ReferringVideoDataset`` and ``collate_clips``):
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
@@ -188,6 +188,13 @@ class DatasetRecords:
             if expression.video_id not in self.videos:
                 raise DatasetError(f"{self.name}: expression {expression.expression_id!r} refers to unknown video "
                                    f"{expression.video_id!r}")
+
+    def select(self, keep: Callable[[ExpressionRecord], bool], what: str) -> DatasetRecords:
+        """The same split with only the expressions `keep` accepts (`what` names them in the error if none)."""
+        kept = [e for e in self.expressions if keep(e)]
+        if not kept:
+            raise DatasetError(f"{self.name} {self.split}: no {what} expressions")
+        return replace(self, expressions=kept)
 
 
 def concat_records(parts: Sequence[DatasetRecords], name: str) -> DatasetRecords:

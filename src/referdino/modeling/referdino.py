@@ -98,7 +98,8 @@ class ReferDino(nn.Module):
         self.query_embed = nn.Embedding(c.num_queries, d)
         self.decoder = CrossModalityDecoder(c)
         self.temporal_decoder = (
-            TemporalDecoder(d, c.num_heads, c.temporal_layers, position=c.temporal_position) if c.temporal_layers else None
+            TemporalDecoder(d, c.num_heads, c.temporal_layers, position=c.temporal_position,
+                            motion_logit=c.motion_logit) if c.temporal_layers else None
         )
         self.pixel_decoder = PixelDecoder(d, chans[0], c.pixel_decoder_channels, c.mask_dim)
         self.mask_decoder = MaskDecoder(d, c.num_heads, c.mask_layers, c.mask_points, c.mask_ffn)
@@ -221,6 +222,7 @@ class ReferDino(nn.Module):
         b, t, q, c = hidden.shape
         state = None
         perm = hidden.new_zeros((b, 0, q), dtype=torch.long)
+        class_hidden = None  # what the class head reads, where it differs from what the box and mask heads read
         if temporal:
             # the tracker aligns query slots over time whenever there is time to align (also without the
             # temporal decoder: sequence-level matching needs slot j to be one object in every frame)
@@ -235,6 +237,7 @@ class ReferDino(nn.Module):
                 record["temporal_in_sent"] = sentence[:, :, None].expand(-1, -1, q, -1)
             if self.temporal_decoder is not None:
                 hidden = self.temporal_decoder(hidden, sentence, reference)
+                class_hidden = self.temporal_decoder.class_features(hidden, reference)
             if record is not None:
                 record["temporal_out"] = hidden
         frame_text = text.flatten(0, 1)
@@ -243,7 +246,8 @@ class ReferDino(nn.Module):
         flat_ref = reference.flatten(0, 1)
         # predictions are float32 whatever the model's dtype: the logits choose the referred query, the boxes are
         # refined in inverse-sigmoid space on float32 references, the mask logits are upsampled and thresholded
-        logits = contrastive_logit(flat_hidden.float(), frame_text.float(), frame_mask, self.config.class_token_reduce)
+        flat_class = (hidden if class_hidden is None else class_hidden).flatten(0, 1).float()
+        logits = contrastive_logit(flat_class, frame_text.float(), frame_mask, self.config.class_token_reduce)
         boxes = (self.decoder.bbox_embed(flat_hidden) + inverse_sigmoid(flat_ref)).sigmoid()
         masks = None
         if pixel_features is not None:

@@ -9,6 +9,10 @@ No temporal position encoding. One set of weights, shared by every decoder layer
 equivariant to any reordering of the frames, so a track played forwards and the same track played backwards
 get the same mean score and "moving to the left" cannot be told from "moving to the right" (see
 `MotionEncoding`).
+
+`motion_logit=True` (not official, off by default) adds a second motion encoding, `MotionLogit`, to the query
+features that the class head alone reads (`TemporalDecoder.class_features`): the words are then matched against
+the track's motion directly, while the box and mask heads keep the decoder's own features.
 """
 
 from __future__ import annotations
@@ -36,6 +40,37 @@ class TemporalBlock(nn.Module):
         return self.out_norm(tracks + sentence), sentence
 
 
+def _float32_mlp(mlp: nn.Sequential, features: torch.Tensor) -> torch.Tensor:
+    """A float32 island (see referdino.precision): box offsets of a few pixels do not survive bf16 rounding."""
+    first, last = mlp[0], mlp[2]
+    hidden = torch.relu(F.linear(features, first.weight.float(), first.bias.float()))
+    return F.linear(hidden, last.weight.float(), last.bias.float())
+
+
+def frame_motion_features(boxes: torch.Tensor) -> torch.Tensor:
+    """(B, T, Q, 4) tracked boxes -> (B, T, Q, 13): tau, box, offset from the track's mean box, offset x tau."""
+    t = boxes.shape[1]
+    boxes = boxes.detach().float()
+    tau = torch.linspace(-0.5, 0.5, t, device=boxes.device) if t > 1 else boxes.new_zeros(1)
+    tau = tau.view(1, t, 1, 1).expand(*boxes.shape[:3], 1)
+    offset = 10.0 * (boxes - boxes.mean(dim=1, keepdim=True))  # box units of ~0.1 -> ~1
+    return torch.cat([tau, boxes, offset, offset * tau], dim=-1)
+
+
+def track_motion_features(boxes: torch.Tensor) -> torch.Tensor:
+    """(B, T, Q, 4) tracked boxes -> (B, T, Q, 8), the same for every frame of a track: the least-squares
+    slope of the box over normalised time (direction and speed) and the centre's travel in the first and in the
+    second half of the clip (a shape that stops travels in the first half only)."""
+    t = boxes.shape[1]
+    boxes = 10.0 * boxes.detach().float()
+    tau = torch.linspace(-0.5, 0.5, t, device=boxes.device) if t > 1 else boxes.new_zeros(1)
+    tau = tau.view(1, t, 1, 1)
+    slope = (tau * (boxes - boxes.mean(dim=1, keepdim=True))).sum(1) / (tau * tau).sum(1).clamp(min=1e-6)
+    mid = boxes[:, (t - 1) // 2, :, :2]
+    halves = torch.cat([mid - boxes[:, 0, :, :2], boxes[:, -1, :, :2] - mid], dim=-1)
+    return torch.cat([slope, halves], dim=-1)[:, None].expand(-1, t, -1, -1)
+
+
 class MotionEncoding(nn.Module):
     """Where a track is and when: per frame, the normalised time tau = t / (T - 1) - 1/2, the tracked box
     (cx, cy, w, h), its offset from the track's mean box and that offset times tau (whose sign is the direction
@@ -52,23 +87,42 @@ class MotionEncoding(nn.Module):
 
     def forward(self, boxes: torch.Tensor) -> torch.Tensor:
         """boxes (B, T, Q, 4) tracked boxes -> (B, T, Q, C)."""
-        t = boxes.shape[1]
-        boxes = boxes.detach().float()
-        tau = torch.linspace(-0.5, 0.5, t, device=boxes.device) if t > 1 else boxes.new_zeros(1)
-        tau = tau.view(1, t, 1, 1).expand(*boxes.shape[:3], 1)
-        offset = 10.0 * (boxes - boxes.mean(dim=1, keepdim=True))  # box units of ~0.1 -> ~1
-        features = torch.cat([tau, boxes, offset, offset * tau], dim=-1)
-        # a float32 island (see referdino.precision): box offsets of a few pixels do not survive bf16 rounding
-        first, last = self.mlp[0], self.mlp[2]
-        hidden = torch.relu(F.linear(features, first.weight.float(), first.bias.float()))
-        return F.linear(hidden, last.weight.float(), last.bias.float())
+        return _float32_mlp(self.mlp, frame_motion_features(boxes))
+
+
+class MotionLogit(nn.Module):
+    """What the class head reads of a track's motion: the per-frame features of `MotionEncoding` and the track's
+    slope and half-clip travel (`track_motion_features`), through a two-layer MLP whose last layer starts at zero
+    (so a trained decoder starts from its own scores). Added to the class head's query features only."""
+
+    FEATURES = MotionEncoding.FEATURES + 8
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(self.FEATURES, d_model), nn.ReLU(), nn.Linear(d_model, d_model))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, boxes: torch.Tensor) -> torch.Tensor:
+        """boxes (B, T, Q, 4) tracked boxes -> (B, T, Q, C) float32."""
+        features = torch.cat([frame_motion_features(boxes), track_motion_features(boxes)], dim=-1)
+        return _float32_mlp(self.mlp, features)
 
 
 class TemporalDecoder(nn.Module):
-    def __init__(self, d_model: int, num_heads: int, num_layers: int, ffn: int = 2048, position: str = "none") -> None:
+    def __init__(self, d_model: int, num_heads: int, num_layers: int, ffn: int = 2048, position: str = "none",
+                 motion_logit: bool = False) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(TemporalBlock(d_model, num_heads, ffn) for _ in range(num_layers))
         self.motion = MotionEncoding(d_model) if position == "time_box" else None
+        self.motion_logit = MotionLogit(d_model) if motion_logit else None
+
+    def class_features(self, hidden: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """The query features the class head reads: `hidden` (B, T, Q, C), plus the track's motion (float32)
+        when `motion_logit` is on."""
+        if self.motion_logit is None:
+            return hidden
+        return hidden.float() + self.motion_logit(boxes)
 
     def forward(self, queries: torch.Tensor, sentence: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         """queries (B, T, Q, C) aligned tracks; sentence (B, T, C) per-frame [CLS]; boxes (B, T, Q, 4) the

@@ -20,7 +20,9 @@ from .generator import (
     video_seed,
     write_clip,
 )
-from .io import encode_jpeg, encode_palette_png, write_json, write_video_annotations, write_video_frames
+from .io import (
+    encode_jpeg, encode_palette_png, read_expression_kinds, write_json, write_video_annotations, write_video_frames,
+)
 from .vocab import (
     COLOURS,
     KINDS,
@@ -55,6 +57,7 @@ __all__ = [
     "generate_world",
     "matches",
     "parse_expression",
+    "read_expression_kinds",
     "run_synth",
     "synth_main",
     "video_seed",

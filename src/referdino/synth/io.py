@@ -40,6 +40,16 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
 
 
+def read_expression_kinds(root: str | os.PathLike, split: str) -> dict[str, dict[str, str]]:
+    """``<root>/<split>/expression_kinds.json`` of a synthetic world: {video: {expression id: "static" | "motion"}}.
+    Raises FileNotFoundError with a one-line reason where the folder is not such a world."""
+    path = Path(root) / split / "expression_kinds.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: expression kinds exist only in a world written by "
+                                "`referdino synth`")
+    return json.loads(path.read_text())
+
+
 def encode_jpeg(frame: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     """RGB uint8 (H, W, 3) -> JPEG bytes; fixed quality, 4:4:4 chroma (crisp colours), no optimisation pass."""
     buf = io.BytesIO()

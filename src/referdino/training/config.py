@@ -36,6 +36,9 @@ class TrainConfig:
     data_root: str = "data/ref-youtube-vos"  #: dataset folder in its official layout
     split: str = "train"
     num_frames: int = 6  #: frames per training clip (1 for image datasets)
+    #: which expressions of a synthetic world (one with `expression_kinds.json`) to train on: "all", or only the
+    #: "static" ones (a single frame cannot tell twins apart by their motion) or only the "motion" ones
+    expressions: Literal["all", "static", "motion"] = "all"
     sampling_step: int = 0  #: MeViS anchor step in frames (0: the dataset's default)
     #: official resize/crop/flip/colour jitter, or "light": flip and a colour jitter that keeps every colour's hue
     #: (no channel swap, which would turn the "yellow square" of a caption cyan)
@@ -92,6 +95,8 @@ class TrainConfig:
             problems.append("warmup_steps must be >= 0")
         if self.freeze not in ("official", "none"):
             problems.append(f"freeze must be 'official' or 'none', got {self.freeze!r}")
+        if self.expressions not in ("all", "static", "motion"):
+            problems.append(f"expressions must be 'all', 'static' or 'motion', got {self.expressions!r}")
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
         self.model_config()  # raises on a bad model preset or override
@@ -147,9 +152,11 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
         # from scratch the tiny model underfits: no stochastic depth or dropout; the referring logit is the mean
         # over tokens (a max cannot say "red AND square" with uncontextual tokens); the tracker also weighs box
         # distance, so twins (same look, different motion) keep their tracks; pruning keeps distinct boxes, so
-        # the 5 queries left per frame are not copies of one shape; measured in RESULTS.md
+        # the 5 queries left per frame are not copies of one shape; the class head reads each track's motion
+        # directly (the temporal blocks lose its sign); measured in RESULTS.md
         model_overrides={"class_token_reduce": "mean", "swin.drop_path": 0.0, "fusion_drop_path": 0.0,
-                         "text.dropout": 0.0, "tracker_box_cost": 5.0, "pruning_distinct_iou": 0.5},
+                         "text.dropout": 0.0, "tracker_box_cost": 5.0, "pruning_distinct_iou": 0.5,
+                         "motion_logit": True},
         lr=1e-3, warmup_steps=200, scale_lr=False, epochs=4, lr_drop=(3,), batch_size=2, num_workers=0,
         clip_max_norm=1.0,
         augment="light", reverse_prob=0.0,  # time reversal would contradict the motion expressions

@@ -193,6 +193,12 @@ class Trainer:
         options: dict[str, Any] = {"num_frames": c.num_frames, "reverse_prob": c.reverse_prob}
         if c.sampling_step:
             options["sampling_step"] = c.sampling_step
+        if c.expressions != "all":
+            from ..synth import read_expression_kinds
+
+            kinds = read_expression_kinds(c.data_root, c.split)
+            options["keep"] = (lambda e: kinds.get(e.video_id, {}).get(e.expression_id) == c.expressions,
+                               c.expressions)
         if c.augment == "light":
             from ..data.transforms import Compose, Normalize, PhotometricDistort, RandomHorizontalFlip
 
@@ -216,7 +222,8 @@ class Trainer:
         theirs = replace(cfg.with_merged_lora(False), **{f: getattr(ours, f) for f in _RUN_OWN_OPTIONS})
         allow_missing: list[str] = ["*.lora_A", "*.lora_B"]  # folded LoRA loads into the base weights
         allow_unexpected: list[str] = []
-        temporal = {"temporal_layers": ours.temporal_layers, "temporal_position": ours.temporal_position}
+        temporal = {"temporal_layers": ours.temporal_layers, "temporal_position": ours.temporal_position,
+                    "motion_logit": ours.motion_logit}
         if theirs != ours and replace(theirs, **temporal) == ours:
             # what the other temporal decoder lacks starts fresh; what ours lacks is dropped
             allow_missing.append("temporal_decoder.*")
