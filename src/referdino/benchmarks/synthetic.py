@@ -20,7 +20,8 @@ Each configuration's training time is image + video minutes (12 + 48 = 60 by def
 teaches the static expressions and is the only one that teaches motion; measured in benchmarks/RESULTS.md).
 The temporal configuration's decoder sees the order of frames (`--temporal-position time_box`, not official):
 the official decoder is blind to it, so it cannot tell "moving to the left" from "moving to the right" (see
-referdino.modeling.temporal_decoder). Starting the video phase from random weights does not work: the tracker
+referdino.modeling.temporal_decoder); the preset's `motion_logit` also lets the class head read each track's
+motion directly. Starting the video phase from random weights does not work: the tracker
 then aligns meaningless query sets, and the sequence matcher locks onto whichever query slot the classifier
 already prefers (the class loss goes to ~0 while boxes stay wrong).
 
