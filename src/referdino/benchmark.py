@@ -336,7 +336,7 @@ def run_benchmark(
     elif compare:
         raise ValueError(f"--compare supports only 'transformers', got {compare!r}")
     if json_path:
-        from .weights import atomic_write_bytes
+        from .atomic import atomic_write
 
-        atomic_write_bytes(Path(json_path), lambda p: Path(p).write_text(json.dumps(result.to_dict(), indent=2)))
+        atomic_write(Path(json_path), lambda p: Path(p).write_text(json.dumps(result.to_dict(), indent=2)))
     return result

@@ -9,13 +9,14 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import torch
 from torch import nn
+
+from .atomic import atomic_write
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -95,24 +96,6 @@ def _backbone_hint(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
     return ""
 
 
-def atomic_write_bytes(path: Path, write) -> None:  # type: ignore[no-untyped-def]
-    """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 MODEL_KIND = "model"  #: what `referdino.output_dirs` calls a save_pretrained folder
 
 
@@ -128,9 +111,9 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, overwrite
     check_output_dir(out, MODEL_KIND, [WEIGHTS_NAME, CONFIG_NAME], overwrite=overwrite)
     record_outputs(out, MODEL_KIND, [WEIGHTS_NAME, CONFIG_NAME])
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write_bytes(out / WEIGHTS_NAME, lambda p: save_file(state, p, metadata={"format": "referdino"}))
+    atomic_write(out / WEIGHTS_NAME, lambda p: save_file(state, p, metadata={"format": "referdino"}))
     config_json = model.config.to_json()  # type: ignore[attr-defined]
-    atomic_write_bytes(out / CONFIG_NAME, lambda p: Path(p).write_text(config_json))
+    atomic_write(out / CONFIG_NAME, lambda p: Path(p).write_text(config_json))
     return out
 
 

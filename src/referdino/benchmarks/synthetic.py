@@ -39,8 +39,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..atomic import atomic_write
 from ..synth.io import read_expression_kinds, write_json
-from ..weights import atomic_write_bytes
 
 
 def _train(world: Path, out: Path, minutes: float, extra: list[str], progress: bool):  # type: ignore[no-untyped-def]
@@ -157,7 +157,7 @@ def plot_learning_curves(path: Path, results: dict, curves: dict[str, list[float
     minutes = results.get("train_minutes")
     fig.suptitle("ReferDINO learning proof on the synthetic world (CPU, from random weights)"
                  + (f": {float(minutes):.0f} min per configuration" if isinstance(minutes, (int, float)) else ""))
-    atomic_write_bytes(path, lambda p: fig.savefig(p, format="png"))
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
 
 
 def replot(out: Path) -> Path:
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     results["torch_threads"] = torch.get_num_threads()
     write_json(out / "results.json", results)
     curves = {"image": image_curve, **curves}  # per-step losses; the video phases start after image_steps
-    atomic_write_bytes(out / "loss_curves.json", lambda p: Path(p).write_text(json.dumps(curves)))
+    atomic_write(out / "loss_curves.json", lambda p: Path(p).write_text(json.dumps(curves)))
     plot_learning_curves(out / "learning_curves.png", results, curves)
     print(json.dumps(results, indent=2))
     return 0

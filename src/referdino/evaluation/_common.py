@@ -60,11 +60,11 @@ def read_label_png(path: Path, what: str, hint: str = PRED_HINT) -> np.ndarray:
 
 def write_results_json(path: str | Path, results: Mapping[str, Any]) -> Path:
     """Write ``results`` as JSON through a temporary file and a rename (never a partial file)."""
-    from ..weights import atomic_write_bytes
+    from ..atomic import atomic_write
 
     path = Path(path)
     text = json.dumps(results, indent=2, sort_keys=False, default=_json_default) + "\n"
-    atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return path
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import atomic_write
 from ..output_dirs import check_output_dir, record_outputs, remove_outputs
-from ..weights import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -158,5 +158,5 @@ def write_submission_zip(out: Path, dataset: str) -> Path:
                     rel = path.relative_to(out if dataset == "ytvos" else root)
                     z.write(path, str(rel))
 
-    atomic_write_bytes(target, build)
+    atomic_write(target, build)
     return target

@@ -24,13 +24,13 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..evaluation.metrics import video_jf
     from ..synth import generate_clip
     from .commands import load_model
     from .segmenter import Segmenter
     from .writers import expression_dirs
-
-    from pathlib import Path
 
     if args.figure and Path(args.figure).exists() and not args.overwrite:
         raise SystemExit(f"error: {args.figure} exists; pick another --figure path or pass --overwrite to replace it")

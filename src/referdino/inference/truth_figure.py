@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..synth.io import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 
 
 def draw_truth_figure(path: str | Path, frames: np.ndarray, expressions: list[str], predicted: list[np.ndarray],

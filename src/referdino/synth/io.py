@@ -17,22 +17,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..atomic import atomic_write_bytes
 from .render import palette
 
 JPEG_QUALITY = 90
 _PALETTE = palette()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

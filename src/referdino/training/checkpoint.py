@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..weights import CheckpointError, atomic_write_bytes
+from ..atomic import atomic_write
+from ..weights import CheckpointError
 
 LAST = "last.pt"
 
@@ -45,7 +46,7 @@ def _as_tuple(x: Any) -> Any:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    atomic_write_bytes(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
