@@ -80,7 +80,8 @@ ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in (
         ZooEntry("demo", "tiny", "tiny Swin", "our synthetic shapes world", "-", repo_id=None,
-                 note="trained by `referdino train` in 30 CPU minutes; weak, for trying the tools offline"),
+                 note="trained by `referdino train` in about 2 CPU-hours; knows only that world: for trying"
+                      " the tools offline"),
         ZooEntry("coco_swinb", "coco_swinb", "Swin-B", "RefCOCO/+/g", "-", ("coco_swinb.pth",),
                  note="image pretraining; its temporal decoder is untrained"),
         ZooEntry("ryt_swinb", "ytvos_swinb", "Swin-B", "RefCOCO, Ref-YouTube-VOS",

@@ -70,7 +70,7 @@ def model_choices(current: str) -> list[tuple[str, str]]:
     choices = []
     for name, entry in ZOO.items():
         if entry.embedded:
-            tag = "embedded, offline; weak, for trying the app"
+            tag = "embedded, offline; synthetic shapes only, for trying the app"
         elif model_cached(name):
             tag = f"{entry.backbone}, cached"
         else:

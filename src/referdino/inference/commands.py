@@ -63,7 +63,8 @@ def load_model(checkpoint: str | None, device: str, *, model: str | None = None)
     entry = get_entry(model or DEFAULT_MODEL)
     loaded = ReferDino.from_pretrained(ModelName(entry.name), device=device)  # a name, even if such a path exists
     if entry.embedded:
-        print("using the embedded demo model, trained on synthetic shapes only (weak; for trying the tools)")
+        print("using the embedded demo model, trained on synthetic shapes only (not for real videos; for trying"
+              " the tools)")
     else:
         print(f"using the published model {entry.name} ({entry.location}; {entry.backbone}, trained on "
               f"{entry.trained_on})" + ("" if model else "; --model or --checkpoint choose another"))
