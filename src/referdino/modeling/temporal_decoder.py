@@ -40,19 +40,36 @@ class TemporalBlock(nn.Module):
         return self.out_norm(tracks + sentence), sentence
 
 
-def _float32_mlp(mlp: nn.Sequential, features: torch.Tensor) -> torch.Tensor:
-    """A float32 island (see referdino.precision): box offsets of a few pixels do not survive bf16 rounding."""
-    first, last = mlp[0], mlp[2]
-    hidden = torch.relu(F.linear(features, first.weight.float(), first.bias.float()))
-    return F.linear(hidden, last.weight.float(), last.bias.float())
+class _ZeroStartMLP(nn.Module):
+    """`FEATURES` -> d_model through a two-layer MLP whose last layer starts at zero, so a trained decoder
+    without it starts from its own behaviour."""
+
+    FEATURES: int
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(self.FEATURES, d_model), nn.ReLU(), nn.Linear(d_model, d_model))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def float32_mlp(self, features: torch.Tensor) -> torch.Tensor:
+        """A float32 island (see referdino.precision): box offsets of a few pixels do not survive bf16 rounding."""
+        first, last = self.mlp[0], self.mlp[2]
+        hidden = torch.relu(F.linear(features, first.weight.float(), first.bias.float()))
+        return F.linear(hidden, last.weight.float(), last.bias.float())
+
+
+def _normalised_time(boxes: torch.Tensor) -> torch.Tensor:
+    """(1, T, 1, 1) frame times from -1/2 to 1/2 for (B, T, Q, 4) boxes (0 for a single frame)."""
+    t = boxes.shape[1]
+    tau = torch.linspace(-0.5, 0.5, t, device=boxes.device) if t > 1 else boxes.new_zeros(1)
+    return tau.view(1, t, 1, 1)
 
 
 def frame_motion_features(boxes: torch.Tensor) -> torch.Tensor:
     """(B, T, Q, 4) tracked boxes -> (B, T, Q, 13): tau, box, offset from the track's mean box, offset x tau."""
-    t = boxes.shape[1]
     boxes = boxes.detach().float()
-    tau = torch.linspace(-0.5, 0.5, t, device=boxes.device) if t > 1 else boxes.new_zeros(1)
-    tau = tau.view(1, t, 1, 1).expand(*boxes.shape[:3], 1)
+    tau = _normalised_time(boxes).expand(*boxes.shape[:3], 1)
     offset = 10.0 * (boxes - boxes.mean(dim=1, keepdim=True))  # box units of ~0.1 -> ~1
     return torch.cat([tau, boxes, offset, offset * tau], dim=-1)
 
@@ -63,15 +80,14 @@ def track_motion_features(boxes: torch.Tensor) -> torch.Tensor:
     second half of the clip (a shape that stops travels in the first half only)."""
     t = boxes.shape[1]
     boxes = 10.0 * boxes.detach().float()
-    tau = torch.linspace(-0.5, 0.5, t, device=boxes.device) if t > 1 else boxes.new_zeros(1)
-    tau = tau.view(1, t, 1, 1)
+    tau = _normalised_time(boxes)
     slope = (tau * (boxes - boxes.mean(dim=1, keepdim=True))).sum(1) / (tau * tau).sum(1).clamp(min=1e-6)
     mid = boxes[:, (t - 1) // 2, :, :2]
     halves = torch.cat([mid - boxes[:, 0, :, :2], boxes[:, -1, :, :2] - mid], dim=-1)
     return torch.cat([slope, halves], dim=-1)[:, None].expand(-1, t, -1, -1)
 
 
-class MotionEncoding(nn.Module):
+class MotionEncoding(_ZeroStartMLP):
     """Where a track is and when: per frame, the normalised time tau = t / (T - 1) - 1/2, the tracked box
     (cx, cy, w, h), its offset from the track's mean box and that offset times tau (whose sign is the direction
     of travel), through a two-layer MLP into the track's features. The last layer starts at zero, so a trained
@@ -79,34 +95,22 @@ class MotionEncoding(nn.Module):
 
     FEATURES = 13
 
-    def __init__(self, d_model: int) -> None:
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(self.FEATURES, d_model), nn.ReLU(), nn.Linear(d_model, d_model))
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
-
     def forward(self, boxes: torch.Tensor) -> torch.Tensor:
         """boxes (B, T, Q, 4) tracked boxes -> (B, T, Q, C)."""
-        return _float32_mlp(self.mlp, frame_motion_features(boxes))
+        return self.float32_mlp(frame_motion_features(boxes))
 
 
-class MotionLogit(nn.Module):
+class MotionLogit(_ZeroStartMLP):
     """What the class head reads of a track's motion: the per-frame features of `MotionEncoding` and the track's
     slope and half-clip travel (`track_motion_features`), through a two-layer MLP whose last layer starts at zero
     (so a trained decoder starts from its own scores). Added to the class head's query features only."""
 
     FEATURES = MotionEncoding.FEATURES + 8
 
-    def __init__(self, d_model: int) -> None:
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(self.FEATURES, d_model), nn.ReLU(), nn.Linear(d_model, d_model))
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
-
     def forward(self, boxes: torch.Tensor) -> torch.Tensor:
         """boxes (B, T, Q, 4) tracked boxes -> (B, T, Q, C) float32."""
         features = torch.cat([frame_motion_features(boxes), track_motion_features(boxes)], dim=-1)
-        return _float32_mlp(self.mlp, features)
+        return self.float32_mlp(features)
 
 
 class TemporalDecoder(nn.Module):
